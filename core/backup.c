@@ -1,0 +1,968 @@
+/*
+ * backup.c — the per-volume commands: backup (snapshot and differential),
+ * history deletion, tracking cancel, restore, tape copy requests, cancel,
+ * verify. SPEC §5, §8 and the source text (reference/acm-tso-14.0-7.4.9.txt).
+ *
+ * Each command decides and records everything under e->lock, inside one
+ * catalog transaction, before it reports success; long work (physical copy,
+ * tape copy) runs on job threads. A restore runs in the caller's thread with
+ * the volume marked `restoring` (durably), so a crash leaves `needs-restore`.
+ */
+#include "engine_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+#include "log.h"
+
+#define LOG_PREFIX "backup"
+
+static int errf(char *err, size_t errlen, int rc, const char *fmt, ...) ACM_PRINTF(4, 5);
+static int errf(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* ---------- history removal ---------- */
+
+void hist_unlink_if_empty(struct engine *e, struct vol *v, struct history *h)
+{
+	if (h->bv || h->row.tape_status != HS_NONE || h->readers || h->tjob)
+		return;
+	for (struct history **pp = &v->hists; *pp; pp = &(*pp)->next)
+		if (*pp == h) {
+			*pp = h->next;
+			break;
+		}
+	free(h);
+}
+
+/* persist h, or delete its row when neither side remains */
+static int hist_persist(struct engine *e, struct history *h)
+{
+	if (!h->bv && h->row.tape_status == HS_NONE)
+		return catalog_del_hist(e->cat, h->row.vol_id, h->row.version);
+	return save_hist(e, h);
+}
+
+int hist_drop_disk(struct engine *e, struct vol *v, struct history *h)
+{
+	struct bvol *b = h->bv;
+
+	if (!b)
+		return -ENOENT;
+	if (h->readers)
+		return -EBUSY;
+	pthread_rwlock_wrlock(&v->barrier);
+	if (h->job) {
+		/* conventional: the BV is released, so its copy stops;
+		 * differential: tracking and the copy go on without a history */
+		if (!h->row.differential)
+			atomic_store(&h->job->cancel, 1);
+		h->job->h = NULL;
+		h->job = NULL;
+	}
+	pthread_rwlock_unlock(&v->barrier);
+	b->hist = NULL;
+	h->bv = NULL;
+	h->row.disk_status = HS_NONE;
+	if (!h->row.differential && b->row.tracking) {
+		b->row.tracking = false;
+		int rc = catalog_put_bv(e->cat, &b->row);
+		if (rc)
+			return rc;
+	}
+	return hist_persist(e, h);
+}
+
+int hist_drop_tape(struct engine *e, struct vol *v, struct history *h)
+{
+	struct pool *p;
+	char err[256];
+	int rc;
+
+	if (h->row.tape_status == HS_NONE)
+		return -ENOENT;
+	if (h->tjob || h->readers)
+		return -EBUSY;
+	p = engine_pool(e, h->row.pool);
+	if (p && h->row.manifest[0] && h->row.tape_status == HS_SUCCEEDED) {
+		rc = engine_pool_open(e, p, err, sizeof(err));
+		if (!rc)
+			rc = e->tier->remove(p->tp, h->row.manifest);
+		if (rc && rc != -ENOENT) {
+			vol_log(v, "error: cannot remove tape history %llu from pool %s: %s",
+				(unsigned long long)h->row.version, h->row.pool, strerror(-rc));
+			return rc;
+		}
+	}
+	if (v->row.last_tape_version == (int64_t)h->row.version) {
+		v->row.last_tape_version = 0;
+		v->row.last_tape_era = 0;
+		rc = catalog_put_volume(e->cat, &v->row);
+		if (rc)
+			return rc;
+	}
+	h->row.tape_status = HS_NONE;
+	h->row.manifest[0] = 0;
+	h->row.blocks = 0;
+	return hist_persist(e, h);
+}
+
+/* ---------- backup ---------- */
+
+static struct history *oldest_disk(struct vol *v)
+{
+	for (struct history *h = v->hists; h; h = h->next)
+		if (h->bv)
+			return h;
+	return NULL;
+}
+
+static unsigned disk_count(struct vol *v)
+{
+	unsigned n = 0;
+
+	for (struct history *h = v->hists; h; h = h->next)
+		n += h->bv != NULL;
+	return n;
+}
+
+/* choose the BV for a new backup; *victim = history to release first */
+static struct bvol *choose_bv(struct vol *v, bool differential, struct history **victim)
+{
+	struct bvol *best = NULL;
+	int best_score = -1;
+
+	*victim = disk_count(v) >= v->row.save ? oldest_disk(v) : NULL;
+	for (struct bvol *b = v->bvs; b; b = b->next) {
+		int score;
+		if (b->hist && b->hist != *victim)
+			continue;
+		/* prefer: -T → a tracking BV (differential copy); plain → a non-tracking one */
+		if (differential)
+			score = b->row.tracking ? 2 : 1;
+		else
+			score = b->row.tracking ? 1 : 2;
+		if (score > best_score ||
+		    (score == best_score && b->row.tracking && best &&
+		     b->row.track_base > best->row.track_base)) {
+			best = b;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	      char *err, size_t errlen)
+{
+	struct history *victim, *h, **pp;
+	struct bvol *bv;
+	struct job *j;
+	uint32_t era = 0, base;
+	bool full;
+	int rc;
+
+	if (c->media == MEDIA_TAPE)
+		return tape_backup_direct(e, v, c, reply, err, errlen);
+	rc = engine_run_hook(e, v, "backup.pre", err, errlen);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&e->lock);
+	if (v->restoring) {
+		rc = errf(err, errlen, -EBUSY, "a restore of %s is running", v->row.name);
+		goto out_unlock;
+	}
+	if (c->media == MEDIA_BOTH && !engine_pool(e, v->row.pool)) {
+		rc = errf(err, errlen, -ENOENT, "tape pool %s does not exist", v->row.pool);
+		goto out_unlock;
+	}
+	bv = choose_bv(v, c->differential, &victim);
+	if (!bv) {
+		rc = errf(err, errlen, -ENOSPC,
+			  "no usable backup volume for %s (save=%u; add one with 'bv add')",
+			  v->row.name, v->row.save);
+		goto out_unlock;
+	}
+	if (victim && victim->readers) {
+		rc = errf(err, errlen, -EBUSY,
+			  "the oldest generation (version %llu) is open for reading",
+			  (unsigned long long)victim->row.version);
+		goto out_unlock;
+	}
+	full = !c->differential || !bv->row.tracking;
+	base = bv->row.track_base;
+
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		rc = -ENOMEM;
+		goto out_unlock;
+	}
+	rc = catalog_begin(e->cat);
+	if (rc)
+		goto out_free;
+	if (victim) {
+		uint64_t vv = victim->row.version;
+		rc = hist_drop_disk(e, v, victim);
+		if (rc)
+			goto out_rollback;
+		hist_unlink_if_empty(e, v, victim);
+		vol_log(v, "generation overflow: disk history version %llu released",
+			(unsigned long long)vv);
+	}
+	era = v->row.era;
+	h->row.vol_id = v->row.id;
+	h->row.version = v->row.next_version++;
+	h->row.date = util_now();
+	h->row.differential = c->differential;
+	h->row.media = (int)c->media;
+	h->row.disk_status = HS_EXECUTING;
+	h->row.copy_full = full;
+	h->row.tape_status = c->media == MEDIA_BOTH ? HS_EXECUTING : HS_NONE;
+	h->row.btype = (int)c->btype;
+	h->row.cut_era = era;
+	if (c->media == MEDIA_BOTH)
+		snprintf(h->row.pool, sizeof(h->row.pool), "%s", v->row.pool);
+	h->bv = bv;
+	bv->row.tracking = c->differential;
+	bv->row.track_base = era;
+	v->row.era = era + 1;
+	rc = save_hist(e, h);
+	if (!rc)
+		rc = catalog_put_bv(e->cat, &bv->row);
+	if (!rc)
+		rc = catalog_put_volume(e->cat, &v->row);
+	if (!rc)
+		rc = catalog_commit(e->cat);
+	if (rc)
+		goto out_rollback;
+
+	/* the logical copy: an instant under the barrier */
+	pthread_rwlock_wrlock(&v->barrier);
+	j = job_create(v, bv, h, full, base);
+	if (j)
+		track_set_era(v->trk, era + 1);
+	pthread_rwlock_unlock(&v->barrier);
+	bv->hist = h;
+	for (pp = &v->hists; *pp; pp = &(*pp)->next)
+		;
+	*pp = h;
+	if (!j || (rc = job_start(j))) {
+		h->row.disk_status = HS_FAILED;
+		if (h->row.tape_status == HS_EXECUTING)
+			h->row.tape_status = HS_FAILED;
+		bv->row.tracking = false;
+		if (save_hist(e, h) || catalog_put_bv(e->cat, &bv->row))
+			log_err("cannot record failure of version %llu",
+				(unsigned long long)h->row.version);
+		rc = errf(err, errlen, rc ? rc : -ENOMEM, "cannot start the physical copy");
+		goto out_unlock;
+	}
+	atomic_fetch_add(&e->m.backups_started, 1);
+	vol_log(v, "backup version %llu started: %s%s copy to %s (%llu grains), media %s",
+		(unsigned long long)h->row.version, c->differential ? "differential " : "",
+		full ? "full" : "diff", bv->name, (unsigned long long)j->total,
+		c->media == MEDIA_BOTH ? "BOTH" : "DISK");
+	sbuf_addf(reply,
+		  "ok volume=%s version=%llu bv=%s media=%s differential=%d copy=%s grains=%llu\n"
+		  "%s acmbackup completed\n",
+		  v->row.name, (unsigned long long)h->row.version, bv->name,
+		  c->media == MEDIA_BOTH ? "BOTH" : "DISK", c->differential, full ? "full" : "diff",
+		  (unsigned long long)j->total, v->row.name);
+	pthread_mutex_unlock(&e->lock);
+	engine_run_hook(e, v, "backup.post", err, errlen);
+	err[0] = 0;
+	return 0;
+out_rollback:
+	catalog_rollback(e->cat);
+	/* undo in-memory changes of this attempt (the victim's are durable only on commit) */
+	v->row.next_version--;
+	v->row.era = era;
+	bv->row.tracking = !full || bv->row.tracking;
+	bv->row.track_base = base;
+out_free:
+	free(h);
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	if (!err[0])
+		errf(err, errlen, rc, "backup failed: %s", strerror(-rc));
+	return rc;
+}
+
+/* copier thread: called with e->lock held */
+void job_done(struct job *j)
+{
+	struct vol *v = j->v;
+	struct engine *e = v->e;
+	struct history *h = j->h;
+	bool ok = atomic_load(&j->remaining) == 0 && !atomic_load(&j->cancel);
+	struct job **pp;
+
+	if (!ok && j->bv->row.tracking) {
+		/* the BV holds a partial copy: only a full copy can follow */
+		j->bv->row.tracking = false;
+		if (catalog_put_bv(e->cat, &j->bv->row))
+			log_err("cannot record tracking stop of %s", j->bv->name);
+	}
+	if (h) {
+		h->row.grains_copied = atomic_load(&j->copied);
+		h->row.grains_total = j->total;
+		h->row.disk_status = ok ? HS_SUCCEEDED : HS_FAILED;
+		if (!ok && h->row.tape_status == HS_EXECUTING && !h->tjob)
+			h->row.tape_status = HS_FAILED;
+		if (save_hist(e, h))
+			log_err("cannot record the end of version %llu",
+				(unsigned long long)h->row.version);
+		vol_log(v, "backup version %llu %s: %llu grains copied to %s",
+			(unsigned long long)h->row.version, ok ? "succeeded" : "failed",
+			(unsigned long long)h->row.grains_copied, j->bv->name);
+		atomic_fetch_add(ok ? &e->m.backups_succeeded : &e->m.backups_failed, 1);
+	}
+	pthread_rwlock_wrlock(&v->barrier);
+	for (pp = &v->jobs; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	if (h)
+		h->job = NULL;
+	j->bv->job = NULL;
+	pthread_rwlock_unlock(&v->barrier);
+	if (ok && h && h->row.tape_status == HS_EXECUTING && !h->tjob) {
+		char err[256];
+		int rc = tape_start_copy(e, v, h, false, err, sizeof(err));
+		if (rc) {
+			h->row.tape_status = HS_FAILED;
+			if (save_hist(e, h))
+				log_err("cannot record tape failure");
+			vol_log(v, "error: tape copy of version %llu not started: %s",
+				(unsigned long long)h->row.version, err);
+		}
+	}
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+	free(j->pending);
+	free(j);
+}
+
+/* ---------- history selection ---------- */
+
+/* the history a -g/-v/-t/latest selection names, on the given media
+ * (MEDIA_UNSET = either) */
+static struct history *select_hist(struct vol *v, const struct cmd *c, int media, bool need_ok)
+{
+	struct history *best = NULL;
+	uint64_t n = 0;
+
+	switch (c->sel) {
+	case SEL_VERSION: {
+		struct history *h = vol_hist(v, c->sel_value);
+		if (!h)
+			return NULL;
+		if (media == MEDIA_DISK && !h->bv)
+			return NULL;
+		if (media == MEDIA_TAPE && h->row.tape_status == HS_NONE)
+			return NULL;
+		return h;
+	}
+	case SEL_GEN: {
+		bool tape = media == MEDIA_TAPE;
+		uint64_t cnt = 0, idx = 0;
+		for (struct history *h = v->hists; h; h = h->next)
+			cnt += tape ? h->row.tape_status != HS_NONE : h->bv != NULL;
+		if (c->sel_value > cnt)
+			return NULL;
+		for (struct history *h = v->hists; h; h = h->next) {
+			if (!(tape ? h->row.tape_status != HS_NONE : h->bv != NULL))
+				continue;
+			if (idx++ == cnt - c->sel_value)
+				return h;
+		}
+		return NULL;
+	}
+	case SEL_DATE:
+		for (struct history *h = v->hists; h; h = h->next)
+			if (h->row.tape_status == HS_SUCCEEDED && h->row.date <= c->sel_date)
+				best = h;
+		return best;
+	case SEL_LATEST:
+	case SEL_ALL:
+		for (struct history *h = v->hists; h; h = h->next) {
+			bool d = h->bv && (!need_ok || h->row.disk_status == HS_SUCCEEDED);
+			bool t = h->row.tape_status != HS_NONE &&
+				 (!need_ok || h->row.tape_status == HS_SUCCEEDED);
+			if ((media != MEDIA_TAPE && d) || (media != MEDIA_DISK && t))
+				best = h;
+		}
+		(void)n;
+		return best;
+	}
+	return NULL;
+}
+
+/* ---------- histdel ---------- */
+
+int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	       char *err, size_t errlen)
+{
+	struct history *targets[4096];
+	size_t nt = 0;
+	bool disk = c->media != MEDIA_TAPE, tape = c->media != MEDIA_DISK;
+	int rc = 0;
+
+	pthread_mutex_lock(&e->lock);
+	if (c->sel == SEL_ALL) {
+		for (struct history *h = v->hists; h && nt < ACM_ARRAY_SIZE(targets); h = h->next)
+			if ((disk && h->bv) || (tape && h->row.tape_status != HS_NONE))
+				targets[nt++] = h;
+	} else {
+		struct history *h =
+			select_hist(v, c, c->sel == SEL_GEN && c->media == MEDIA_UNSET ? MEDIA_DISK
+										    : (int)c->media,
+				    false);
+		if (h)
+			targets[nt++] = h;
+	}
+	if (nt == 0 && c->sel != SEL_ALL) {
+		rc = errf(err, errlen, -ENOENT, "no such history (%s %llu)",
+			  c->sel == SEL_GEN ? "generation" : "version",
+			  (unsigned long long)c->sel_value);
+		goto out_unlock;
+	}
+	for (size_t i = 0; i < nt; i++) {
+		if (targets[i]->readers) {
+			rc = errf(err, errlen, -EBUSY, "history version %llu is open for reading",
+				  (unsigned long long)targets[i]->row.version);
+			goto out_unlock;
+		}
+		if (tape && targets[i]->tjob) {
+			rc = errf(err, errlen, -EBUSY,
+				  "a tape copy of version %llu is running (cancel it first)",
+				  (unsigned long long)targets[i]->row.version);
+			goto out_unlock;
+		}
+	}
+	rc = catalog_begin(e->cat);
+	if (rc)
+		goto out_unlock;
+	sbuf_addf(reply, "ok volume=%s deleted=", v->row.name);
+	for (size_t i = 0; i < nt && !rc; i++) {
+		struct history *h = targets[i];
+		sbuf_addf(reply, "%s%llu", i ? "," : "", (unsigned long long)h->row.version);
+		if (disk && h->bv)
+			rc = hist_drop_disk(e, v, h);
+		if (!rc && tape && h->row.tape_status != HS_NONE)
+			rc = hist_drop_tape(e, v, h);
+	}
+	if (!rc)
+		rc = catalog_commit(e->cat);
+	if (rc) {
+		catalog_rollback(e->cat);
+		errf(err, errlen, rc, "histdel failed: %s (state reloads at next mount)",
+		     strerror(-rc));
+		goto out_unlock;
+	}
+	for (size_t i = 0; i < nt; i++) {
+		vol_log(v, "history version %llu deleted (%s)",
+			(unsigned long long)targets[i]->row.version,
+			disk && tape ? "disk and tape" : disk ? "disk" : "tape");
+		hist_unlink_if_empty(e, v, targets[i]);
+	}
+	sbuf_addf(reply, "\n%s acmhistdel completed\n", v->row.name);
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+int vol_histdel_version(struct vol *v, uint64_t version, bool disk, bool tape)
+{
+	struct cmd c;
+	struct sbuf sb;
+	char err[256];
+	int rc;
+
+	memset(&c, 0, sizeof(c));
+	c.kind = CMD_HISTDEL;
+	c.sel = SEL_VERSION;
+	c.sel_value = version;
+	c.media = disk && tape ? MEDIA_UNSET : disk ? MEDIA_DISK : MEDIA_TAPE;
+	sbuf_init(&sb, 4096);
+	err[0] = 0;
+	rc = do_histdel(v->e, v, &c, &sb, err, sizeof(err));
+	if (rc)
+		vol_log(v, "error: histdel (rm): %s (%s)", err, util_errname(rc));
+	sbuf_release(&sb);
+	return rc;
+}
+
+/* ---------- canceltrk ---------- */
+
+int do_canceltrk(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+		 char *err, size_t errlen)
+{
+	struct bvol *list[256];
+	size_t n = 0;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	if (c->all) {
+		for (struct bvol *b = v->bvs; b && n < ACM_ARRAY_SIZE(list); b = b->next)
+			if (b->row.tracking)
+				list[n++] = b;
+	} else {
+		struct bvol *b = vol_bv_by_name(v, c->bd);
+		if (!b) {
+			rc = errf(err, errlen, -ENOENT, "%s is not a backup volume of %s", c->bd,
+				  v->row.name);
+			goto out_unlock;
+		}
+		if (!b->row.tracking) {
+			rc = errf(err, errlen, -ENOENT, "%s is not tracking", c->bd);
+			goto out_unlock;
+		}
+		list[n++] = b;
+	}
+	rc = catalog_begin(e->cat);
+	for (size_t i = 0; i < n && !rc; i++) {
+		list[i]->row.tracking = false;
+		rc = catalog_put_bv(e->cat, &list[i]->row);
+	}
+	if (!rc)
+		rc = catalog_commit(e->cat);
+	if (rc) {
+		catalog_rollback(e->cat);
+		for (size_t i = 0; i < n; i++)
+			list[i]->row.tracking = true;
+		errf(err, errlen, rc, "canceltrk failed: %s", strerror(-rc));
+		goto out_unlock;
+	}
+	sbuf_addf(reply, "ok volume=%s bv=", v->row.name);
+	for (size_t i = 0; i < n; i++) {
+		sbuf_addf(reply, "%s%s", i ? "," : "", list[i]->name);
+		vol_log(v, "tracking to %s cancelled%s; the next differential backup to it is "
+			   "a full copy",
+			list[i]->name, list[i]->job ? " (its physical copy goes on)" : "");
+	}
+	sbuf_addf(reply, "\n%s acmcanceltrk completed\n", v->row.name);
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+/* ---------- restore ---------- */
+
+struct restore_src {
+	struct vol *v;
+	struct history *h;
+	struct tier_image *ti; /* tape source */
+	bool tape;
+};
+
+static int src_read(struct restore_src *s, void *buf, uint64_t g)
+{
+	struct vol *v = s->v;
+	uint64_t grain = v->row.grain_bytes, off = g * grain, len = grain;
+
+	if (!s->tape)
+		return grain_read_hist(v, s->h, g, buf);
+	if (off + len > v->row.size_bytes) {
+		len = v->row.size_bytes - off;
+		memset((char *)buf + len, 0, grain - len);
+	}
+	ssize_t n = v->e->tier->image_read(s->ti, buf, (size_t)len, off);
+	return n < 0 ? (int)n : n == (ssize_t)len ? 0 : -EIO;
+}
+
+static int target_size(int fd, uint64_t *size)
+{
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t sz;
+		if (ioctl(fd, BLKGETSIZE64, &sz))
+			return -errno;
+		*size = sz;
+		return 1;
+	}
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static void sha256(const void *buf, size_t len, uint8_t out[32])
+{
+	unsigned int n = 32;
+
+	EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL);
+}
+
+int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	       char *err, size_t errlen)
+{
+	struct restore_src src = { v, NULL, NULL, false };
+	uint64_t grain = v->row.grain_bytes, nr = v->nr_grains, copied = 0, bytes = 0, skipped = 0;
+	_Atomic uint64_t *set = NULL;
+	bool to_tv = !c->has_path, diff = false, blk = false;
+	int fd = -1, rc;
+	char *buf = NULL;
+	uint8_t hl[32], hr[32];
+	struct pool *p = NULL;
+
+	pthread_mutex_lock(&e->lock);
+	src.h = select_hist(v, c, c->media, true);
+	if (!src.h) {
+		rc = errf(err, errlen, -ENOENT, "no succeeded history to restore%s",
+			  c->sel == SEL_LATEST ? "" : " matches the selection");
+		goto out_unlock;
+	}
+	if (c->media == MEDIA_TAPE)
+		src.tape = true;
+	else if (c->media == MEDIA_DISK)
+		src.tape = false;
+	else
+		src.tape = !(src.h->bv && src.h->row.disk_status == HS_SUCCEEDED);
+	if (!src.tape && (!src.h->bv || src.h->row.disk_status != HS_SUCCEEDED)) {
+		rc = errf(err, errlen, src.h->bv ? -EIO : -ENOENT,
+			  "version %llu has no succeeded disk history",
+			  (unsigned long long)src.h->row.version);
+		goto out_unlock;
+	}
+	if (src.tape && src.h->row.tape_status != HS_SUCCEEDED) {
+		rc = errf(err, errlen, src.h->row.tape_status == HS_NONE ? -ENOENT : -EIO,
+			  "version %llu has no succeeded tape history",
+			  (unsigned long long)src.h->row.version);
+		goto out_unlock;
+	}
+	if (v->restoring) {
+		rc = errf(err, errlen, -EBUSY, "a restore of %s is running", v->row.name);
+		goto out_unlock;
+	}
+	if (to_tv && v->writers > 0) {
+		rc = errf(err, errlen, -EBUSY, "%s is open for writing", v->row.name);
+		goto out_unlock;
+	}
+	if (to_tv && v->jobs) {
+		rc = errf(err, errlen, -EBUSY, "a backup copy of %s is running", v->row.name);
+		goto out_unlock;
+	}
+	if (!to_tv && !src.tape && (src.h->bv->row.tracking || src.h->bv->job)) {
+		rc = errf(err, errlen, -EBUSY,
+			  "%s is still %s: restoring elsewhere needs 'canceltrk -bd %s' first",
+			  src.h->bv->name, src.h->bv->job ? "copying" : "tracking",
+			  src.h->bv->name);
+		goto out_unlock;
+	}
+	if (src.tape) {
+		p = engine_pool(e, src.h->row.pool);
+		if (!p) {
+			rc = errf(err, errlen, -EIO, "pool %s is gone", src.h->row.pool);
+			goto out_unlock;
+		}
+		rc = engine_pool_open(e, p, err, errlen);
+		if (!rc)
+			rc = e->tier->image_open(p->tp, src.h->row.manifest, &src.ti);
+		if (rc) {
+			errf(err, errlen, rc, "cannot open tape history %llu: %s",
+			     (unsigned long long)src.h->row.version, strerror(-rc));
+			goto out_unlock;
+		}
+	}
+	diff = to_tv && !src.tape && src.h->bv->row.tracking;
+	src.h->readers++;
+	if (to_tv) {
+		v->restoring = true;
+		snprintf(v->row.state, sizeof(v->row.state), "restoring");
+		rc = catalog_put_volume(e->cat, &v->row);
+		if (rc) {
+			v->restoring = false;
+			src.h->readers--;
+			snprintf(v->row.state, sizeof(v->row.state), "ok");
+			errf(err, errlen, rc, "cannot record the restore: %s", strerror(-rc));
+			goto out_unlock;
+		}
+	}
+	uint32_t base = diff ? src.h->bv->row.track_base : 0;
+	pthread_mutex_unlock(&e->lock);
+
+	atomic_store(&v->restore_pct, 0);
+	rc = engine_run_hook(e, v, "restore.pre", err, errlen);
+	if (rc)
+		goto out_end;
+	if (!to_tv) {
+		uint64_t tsize = 0;
+		fd = open(c->path, O_RDWR | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT) {
+			fd = open(c->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			if (fd >= 0 && ftruncate(fd, (off_t)v->row.size_bytes))
+				rc = -errno;
+		}
+		if (fd < 0) {
+			rc = errf(err, errlen, -errno, "cannot open %s: %s", c->path, strerror(errno));
+			goto out_end;
+		}
+		int k = target_size(fd, &tsize);
+		if (k < 0) {
+			rc = k;
+			goto out_end;
+		}
+		blk = k == 1;
+		if (blk && tsize < v->row.size_bytes) {
+			rc = errf(err, errlen, -EINVAL, "%s is smaller than the volume", c->path);
+			goto out_end;
+		}
+		if (!blk && tsize != v->row.size_bytes && ftruncate(fd, (off_t)v->row.size_bytes)) {
+			rc = -errno;
+			goto out_end;
+		}
+	}
+	set = calloc(bitmap_words(nr) + 1, 8);
+	buf = malloc(grain);
+	if (!set || !buf) {
+		rc = -ENOMEM;
+		goto out_end;
+	}
+	if (diff)
+		track_changed(v->trk, base, set);
+	else
+		for (uint64_t g = 0; g < nr; g++)
+			bitmap_set(set, g);
+	uint64_t total = bitmap_count(set, nr), done = 0;
+	for (uint64_t g = bitmap_next(set, nr, 0); g < nr && !rc; g = bitmap_next(set, nr, g + 1)) {
+		uint64_t off = g * grain, len = off + grain > v->row.size_bytes
+							 ? v->row.size_bytes - off
+							 : grain;
+		int zero_src = -1;
+		if (src.tape) {
+			zero_src = e->tier->image_grain_hash(src.ti, g, hr);
+			if (zero_src < 0) {
+				rc = zero_src;
+				break;
+			}
+			/* skip grains whose content already matches */
+			if (to_tv) {
+				rc = util_pread_full(v->tv_fd, buf, (size_t)len, off);
+			} else {
+				rc = util_pread_full(fd, buf, (size_t)len, off);
+			}
+			if (rc)
+				break;
+			if (len < grain)
+				memset(buf + len, 0, grain - len);
+			bool local_zero = util_is_zero(buf, grain);
+			if (zero_src == 1 && local_zero) {
+				skipped++;
+				goto next;
+			}
+			if (zero_src == 0 && !local_zero) {
+				sha256(buf, grain, hl);
+				if (!memcmp(hl, hr, 32)) {
+					skipped++;
+					goto next;
+				}
+			}
+			if (zero_src == 0)
+				rc = src_read(&src, buf, g);
+		} else {
+			rc = src_read(&src, buf, g);
+			zero_src = !rc && util_is_zero(buf, (size_t)len);
+		}
+		if (rc)
+			break;
+		if (zero_src == 1) {
+			if (to_tv)
+				rc = vol_punch_internal(v, off, len);
+			else if (blk)
+				rc = util_pwrite_full(fd, memset(buf, 0, grain), (size_t)len, off);
+			else
+				rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					       (off_t)off, (off_t)len)
+					     ? -errno
+					     : 0;
+		} else {
+			rc = to_tv ? vol_write_internal(v, buf, (size_t)len, off)
+				   : util_pwrite_full(fd, buf, (size_t)len, off);
+			bytes += len;
+		}
+		copied++;
+next:
+		done++;
+		atomic_store(&v->restore_pct, (int)(done * 100 / (total ? total : 1)));
+	}
+	if (!rc) {
+		if (to_tv)
+			rc = vol_fsync(v, false);
+		else if (fsync(fd))
+			rc = -errno;
+	}
+	if (rc && !err[0])
+		errf(err, errlen, rc, "restore failed after %llu grains: %s",
+		     (unsigned long long)copied, strerror(-rc));
+	if (to_tv && e->inval_data)
+		e->inval_data(e->inval_arg, (uint64_t)v->row.id);
+	if (!rc)
+		engine_run_hook(e, v, "restore.post", err, errlen);
+out_end:
+	free(set);
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	if (src.ti)
+		e->tier->image_close(src.ti);
+	atomic_store(&v->restore_pct, -1);
+	pthread_mutex_lock(&e->lock);
+	src.h->readers--;
+	if (to_tv) {
+		v->restoring = false;
+		/* a failed restore into the TV leaves mixed content: say so durably */
+		snprintf(v->row.state, sizeof(v->row.state), rc ? "needs-restore" : "ok");
+		int rc2 = catalog_put_volume(e->cat, &v->row);
+		if (!rc && rc2)
+			rc = rc2;
+	}
+	if (!rc) {
+		atomic_fetch_add(&e->m.restores, 1);
+		atomic_fetch_add(&e->m.restore_grains, copied);
+		atomic_fetch_add(&e->m.restore_bytes, bytes);
+		vol_log(v, "restore of version %llu from %s to %s: %s, %llu grains written, %llu "
+			   "already matching",
+			(unsigned long long)src.h->row.version, src.tape ? "tape" : "disk",
+			to_tv ? "the volume" : c->path, diff ? "differential" : "full",
+			(unsigned long long)copied, (unsigned long long)skipped);
+		sbuf_addf(reply,
+			  "ok volume=%s version=%llu media=%s target=%s mode=%s grains_copied=%llu "
+			  "bytes_copied=%llu\n%s acmrestore completed\n",
+			  v->row.name, (unsigned long long)src.h->row.version,
+			  src.tape ? "TAPE" : "DISK", to_tv ? "volume" : "path",
+			  diff ? "diff" : "full", (unsigned long long)copied,
+			  (unsigned long long)bytes, v->row.name);
+		err[0] = 0;
+	}
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+/* ---------- tape requests ---------- */
+
+int do_tphistcopy(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+		  char *err, size_t errlen)
+{
+	struct history *h;
+	int rc;
+
+	rc = engine_run_hook(e, v, "tapecopy.pre", err, errlen);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&e->lock);
+	h = select_hist(v, c, MEDIA_DISK, true);
+	if (!h || !h->bv) {
+		rc = errf(err, errlen, -ENOENT, "no such disk history");
+		goto out_unlock;
+	}
+	if (h->row.disk_status != HS_SUCCEEDED) {
+		rc = errf(err, errlen, -EBUSY, "disk history %llu is not complete (%s)",
+			  (unsigned long long)h->row.version,
+			  h->row.disk_status == HS_EXECUTING ? "copying" : "failed");
+		goto out_unlock;
+	}
+	if (h->row.tape_status == HS_EXECUTING || h->tjob) {
+		rc = errf(err, errlen, -EBUSY, "a tape copy of version %llu is running",
+			  (unsigned long long)h->row.version);
+		goto out_unlock;
+	}
+	if (h->row.tape_status == HS_SUCCEEDED) {
+		rc = errf(err, errlen, -EEXIST, "version %llu is already on tape",
+			  (unsigned long long)h->row.version);
+		goto out_unlock;
+	}
+	if (!engine_pool(e, v->row.pool)) {
+		rc = errf(err, errlen, -ENOENT, "tape pool %s does not exist", v->row.pool);
+		goto out_unlock;
+	}
+	h->row.btype = (int)c->btype;
+	snprintf(h->row.pool, sizeof(h->row.pool), "%s", v->row.pool);
+	rc = tape_start_copy(e, v, h, false, err, errlen);
+	if (rc)
+		goto out_unlock;
+	sbuf_addf(reply, "ok volume=%s version=%llu pool=%s\n%s acmtphistcopy completed\n",
+		  v->row.name, (unsigned long long)h->row.version, h->row.pool, v->row.name);
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+int do_verify(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	      char *err, size_t errlen)
+{
+	struct history *h;
+	struct himg *im = NULL;
+	uint64_t bad = 0, version;
+	bool tape;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	h = select_hist(v, c, c->media, true);
+	if (!h) {
+		pthread_mutex_unlock(&e->lock);
+		return errf(err, errlen, -ENOENT, "no such succeeded history");
+	}
+	version = h->row.version;
+	tape = c->media == MEDIA_TAPE || (c->media == MEDIA_UNSET && !h->bv);
+	pthread_mutex_unlock(&e->lock);
+
+	rc = himg_open(v, version, tape ? HIMG_TAPE : HIMG_DISK, &im);
+	if (rc)
+		return errf(err, errlen, rc, "cannot open version %llu: %s",
+			    (unsigned long long)version, strerror(-rc));
+	if (tape) {
+		rc = e->tier->image_verify(im_tier(im), &bad);
+	} else {
+		/* a disk image has no stored checksums: read it all back */
+		char *buf = malloc(ACM_MiB);
+		if (!buf)
+			rc = -ENOMEM;
+		for (uint64_t off = 0; buf && off < v->row.size_bytes; off += ACM_MiB) {
+			ssize_t n = himg_read(im, buf, ACM_MiB, off);
+			if (n < 0)
+				bad += ACM_MiB / v->row.grain_bytes;
+		}
+		free(buf);
+	}
+	himg_close(im);
+	if (rc)
+		return errf(err, errlen, rc, "verify failed: %s", strerror(-rc));
+	pthread_mutex_lock(&e->lock);
+	h = vol_hist(v, version);
+	if (h) {
+		h->row.verify_state = bad ? 2 : 1;
+		h->row.verify_date = util_now();
+		if (save_hist(e, h))
+			log_err("cannot record verify result");
+	}
+	pthread_mutex_unlock(&e->lock);
+	vol_log(v, "verify of version %llu (%s): %s, %llu damaged grains",
+		(unsigned long long)version, tape ? "tape" : "disk", bad ? "DAMAGED" : "ok",
+		(unsigned long long)bad);
+	if (bad)
+		return errf(err, errlen, -EIO, "version %llu is damaged: %llu bad grains",
+			    (unsigned long long)version, (unsigned long long)bad);
+	sbuf_addf(reply, "ok volume=%s version=%llu media=%s bad_grains=0\n", v->row.name,
+		  (unsigned long long)version, tape ? "TAPE" : "DISK");
+	return 0;
+}

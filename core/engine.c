@@ -1,0 +1,1346 @@
+/*
+ * engine.c — the store: open/lock/recover, the volume registry, the command
+ * dispatcher, global commands, logs and hooks. Backup/restore logic lives in
+ * backup.c, the data path in vol.c, text rendering in render.c.
+ */
+#include "engine_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define LOG_PREFIX "engine"
+
+extern char **environ;
+
+/* ---------- logs ---------- */
+
+static void append_log(const char *path, const char *fmt, va_list ap)
+{
+	char line[1024], ts[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	int n, fd;
+
+	gmtime_r(&now, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
+	n = snprintf(line, sizeof(line), "%s ", ts);
+	n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	if ((size_t)n > sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (write(fd, line, (size_t)n) < 0)
+		log_warn("cannot append to %s", path);
+	close(fd);
+}
+
+void vol_log(struct vol *v, const char *fmt, ...)
+{
+	char path[PATH_MAX + 8];
+	va_list ap;
+
+	snprintf(path, sizeof(path), "%s/log", v->dir);
+	pthread_mutex_lock(&v->log_lock);
+	va_start(ap, fmt);
+	append_log(path, fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&v->log_lock);
+	va_start(ap, fmt);
+	char msg[1024];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_info("%s: %s", v->row.name, msg);
+}
+
+void engine_log(struct engine *e, const char *fmt, ...)
+{
+	char path[PATH_MAX + 8], msg[1024];
+	va_list ap;
+
+	snprintf(path, sizeof(path), "%s/log", e->store);
+	va_start(ap, fmt);
+	append_log(path, fmt, ap);
+	va_end(ap);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_info("%s", msg);
+}
+
+/* ---------- hooks ---------- */
+
+int engine_run_hook(struct engine *e, struct vol *v, const char *hook, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 64], data[PATH_MAX + 128];
+	char *argv[4];
+	pid_t pid;
+	int status, rc;
+
+	snprintf(path, sizeof(path), "%s/hooks/%s", e->store, hook);
+	if (access(path, X_OK))
+		return 0;
+	if (e->mountpoint[0])
+		snprintf(data, sizeof(data), "%s/volumes/%s/data", e->mountpoint, v->row.name);
+	else
+		snprintf(data, sizeof(data), "%s", v->tv_path);
+	argv[0] = path;
+	argv[1] = v->row.name;
+	argv[2] = data;
+	argv[3] = NULL;
+	rc = posix_spawn(&pid, path, NULL, NULL, argv, environ);
+	if (rc) {
+		snprintf(err, errlen, "hook %s could not run: %s", hook, strerror(rc));
+		return -EIO;
+	}
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR) {
+			snprintf(err, errlen, "hook %s: wait failed", hook);
+			return -EIO;
+		}
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		snprintf(err, errlen, "hook %s failed (status %d)", hook,
+			 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+		return -ECANCELED;
+	}
+	return 0;
+}
+
+/* ---------- threads ---------- */
+
+void engine_thread_start(struct engine *e)
+{
+	e->nr_threads++;
+}
+
+void engine_thread_end(struct engine *e)
+{
+	pthread_mutex_lock(&e->lock);
+	e->nr_threads--;
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+}
+
+/* ---------- lookups ---------- */
+
+struct bvol *vol_bv_by_name(struct vol *v, const char *name)
+{
+	for (struct bvol *b = v->bvs; b; b = b->next)
+		if (!strcmp(b->name, name))
+			return b;
+	return NULL;
+}
+
+struct history *vol_hist(struct vol *v, uint64_t version)
+{
+	for (struct history *h = v->hists; h; h = h->next)
+		if (h->row.version == version)
+			return h;
+	return NULL;
+}
+
+struct pool *engine_pool(struct engine *e, const char *name)
+{
+	for (struct pool *p = e->pools; p; p = p->next)
+		if (!strcmp(p->row.name, name))
+			return p;
+	return NULL;
+}
+
+int engine_pool_open(struct engine *e, struct pool *p, char *err, size_t errlen)
+{
+	if (p->tp)
+		return 0;
+	if (!e->tier) {
+		snprintf(err, errlen, "tape tier not available in this build");
+		return -EIO;
+	}
+	return e->tier->pool_open(p->row.url, p->row.opts, &p->tp, err, errlen);
+}
+
+struct vol *engine_vol_by_name(struct engine *e, const char *name)
+{
+	struct vol *v;
+
+	pthread_mutex_lock(&e->lock);
+	for (v = e->vols; v; v = v->next)
+		if (!strcmp(v->row.name, name)) {
+			v->refs++;
+			break;
+		}
+	pthread_mutex_unlock(&e->lock);
+	return v;
+}
+
+struct vol *engine_vol_by_id(struct engine *e, uint64_t id)
+{
+	struct vol *v;
+
+	pthread_mutex_lock(&e->lock);
+	for (v = e->vols; v; v = v->next)
+		if ((uint64_t)v->row.id == id) {
+			v->refs++;
+			break;
+		}
+	pthread_mutex_unlock(&e->lock);
+	return v;
+}
+
+static void vol_free(struct vol *v)
+{
+	struct bvol *b, *bn;
+	struct history *h, *hn;
+
+	for (b = v->bvs; b; b = bn) {
+		bn = b->next;
+		if (b->fd >= 0)
+			close(b->fd);
+		free(b);
+	}
+	for (h = v->hists; h; h = hn) {
+		hn = h->next;
+		free(h);
+	}
+	track_close(v->trk);
+	if (v->tv_fd >= 0)
+		close(v->tv_fd);
+	pthread_rwlock_destroy(&v->barrier);
+	for (int i = 0; i < NSTRIPES; i++)
+		pthread_mutex_destroy(&v->stripes[i]);
+	pthread_mutex_destroy(&v->log_lock);
+	free(v);
+}
+
+void vol_put(struct vol *v)
+{
+	struct engine *e;
+	bool free_it;
+
+	if (!v)
+		return;
+	e = v->e;
+	pthread_mutex_lock(&e->lock);
+	free_it = --v->refs == 0 && v->deleted;
+	pthread_mutex_unlock(&e->lock);
+	if (free_it)
+		vol_free(v);
+}
+
+uint64_t vol_id(const struct vol *v)
+{
+	return (uint64_t)v->row.id;
+}
+
+const char *vol_name(const struct vol *v)
+{
+	return v->row.name;
+}
+
+uint64_t vol_size(const struct vol *v)
+{
+	return v->row.size_bytes;
+}
+
+int64_t vol_mtime(const struct vol *v)
+{
+	return atomic_load(&((struct vol *)v)->mtime);
+}
+
+int engine_list_volumes(struct engine *e, int (*cb)(void *arg, uint64_t id, const char *name),
+			void *arg)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&e->lock);
+	for (struct vol *v = e->vols; v && !rc; v = v->next)
+		rc = cb(arg, (uint64_t)v->row.id, v->row.name);
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+int vol_list_histories(struct vol *v, int (*cb)(void *arg, const struct hist_entry *h), void *arg)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&v->e->lock);
+	for (struct history *h = v->hists; h && !rc; h = h->next) {
+		struct hist_entry he = { h->row.version, h->bv != NULL,
+					 h->row.tape_status != HS_NONE, h->row.date };
+		rc = cb(arg, &he);
+	}
+	pthread_mutex_unlock(&v->e->lock);
+	return rc;
+}
+
+int vol_history(struct vol *v, uint64_t version, struct hist_entry *out)
+{
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&v->e->lock);
+	struct history *h = vol_hist(v, version);
+	if (h) {
+		out->version = version;
+		out->disk = h->bv != NULL;
+		out->tape = h->row.tape_status != HS_NONE;
+		out->date = h->row.date;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&v->e->lock);
+	return rc;
+}
+
+uint64_t vol_latest_version(struct vol *v)
+{
+	uint64_t best = 0;
+
+	pthread_mutex_lock(&v->e->lock);
+	for (struct history *h = v->hists; h; h = h->next)
+		if ((h->bv && h->row.disk_status == HS_SUCCEEDED) ||
+		    h->row.tape_status == HS_SUCCEEDED)
+			best = h->row.version;
+	pthread_mutex_unlock(&v->e->lock);
+	return best;
+}
+
+uint64_t vol_generation(struct vol *v, bool tape, uint64_t n)
+{
+	uint64_t found = 0, count = 0;
+
+	pthread_mutex_lock(&v->e->lock);
+	/* hists ascend by version: count from the newest */
+	for (struct history *h = v->hists; h; h = h->next)
+		if (tape ? h->row.tape_status != HS_NONE : h->bv != NULL)
+			count++;
+	if (n >= 1 && n <= count) {
+		uint64_t want = count - n, i = 0;
+		for (struct history *h = v->hists; h; h = h->next) {
+			if (!(tape ? h->row.tape_status != HS_NONE : h->bv != NULL))
+				continue;
+			if (i++ == want) {
+				found = h->row.version;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&v->e->lock);
+	return found;
+}
+
+uint64_t vol_generation_count(struct vol *v, bool tape)
+{
+	uint64_t count = 0;
+
+	pthread_mutex_lock(&v->e->lock);
+	for (struct history *h = v->hists; h; h = h->next)
+		if (tape ? h->row.tape_status != HS_NONE : h->bv != NULL)
+			count++;
+	pthread_mutex_unlock(&v->e->lock);
+	return count;
+}
+
+/* ---------- persistence helpers ---------- */
+
+int save_hist(struct engine *e, struct history *h)
+{
+	h->row.bv_id = h->bv ? h->bv->row.id : 0;
+	return catalog_put_hist(e->cat, &h->row);
+}
+
+/* ---------- volume objects ---------- */
+
+static struct vol *vol_alloc(struct engine *e, const struct vol_row *r)
+{
+	struct vol *v = calloc(1, sizeof(*v));
+	pthread_rwlockattr_t ra;
+
+	if (!v)
+		return NULL;
+	v->e = e;
+	v->row = *r;
+	v->tv_fd = -1;
+	v->nr_grains = (r->size_bytes + r->grain_bytes - 1) / r->grain_bytes;
+	snprintf(v->dir, sizeof(v->dir), "%s/vol/%lld", e->store, (long long)r->id);
+	snprintf(v->tv_path, sizeof(v->tv_path), "%s/tv.img", v->dir);
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&v->barrier, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	for (int i = 0; i < NSTRIPES; i++)
+		pthread_mutex_init(&v->stripes[i], NULL);
+	pthread_mutex_init(&v->log_lock, NULL);
+	atomic_init(&v->restore_pct, -1);
+	atomic_init(&v->mtime, (int_fast64_t)r->created);
+	return v;
+}
+
+static struct bvol *bv_alloc(struct vol *v, const struct bv_row *r)
+{
+	struct bvol *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return NULL;
+	b->row = *r;
+	b->fd = -1;
+	snprintf(b->name, sizeof(b->name), "%s.bv%u", v->row.name, r->idx);
+	snprintf(b->path, sizeof(b->path), "%s/bv%u.img", v->dir, r->idx);
+	return b;
+}
+
+static void bv_append(struct vol *v, struct bvol *b)
+{
+	struct bvol **pp = &v->bvs;
+
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = b;
+}
+
+static int bv_open_file(struct bvol *b, uint64_t size, bool create)
+{
+	b->fd = open(b->path, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
+	if (b->fd < 0)
+		return -errno;
+	if (create && ftruncate(b->fd, (off_t)size)) {
+		int rc = -errno;
+		close(b->fd);
+		b->fd = -1;
+		unlink(b->path);
+		return rc;
+	}
+	return 0;
+}
+
+/* ---------- load & recover ---------- */
+
+struct load_ctx {
+	struct engine *e;
+	int rc;
+};
+
+static int load_pool(void *arg, const struct pool_row *r)
+{
+	struct load_ctx *lc = arg;
+	struct pool *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	p->row = *r;
+	p->next = lc->e->pools;
+	lc->e->pools = p;
+	return 0;
+}
+
+static int load_volume(void *arg, const struct vol_row *r)
+{
+	struct load_ctx *lc = arg;
+	struct vol *v = vol_alloc(lc->e, r), **pp;
+
+	if (!v)
+		return -ENOMEM;
+	for (pp = &lc->e->vols; *pp; pp = &(*pp)->next)
+		;
+	*pp = v;
+	return 0;
+}
+
+static struct vol *vol_by_row_id(struct engine *e, int64_t id)
+{
+	for (struct vol *v = e->vols; v; v = v->next)
+		if (v->row.id == id)
+			return v;
+	return NULL;
+}
+
+static int load_bv(void *arg, const struct bv_row *r)
+{
+	struct load_ctx *lc = arg;
+	struct vol *v = vol_by_row_id(lc->e, r->vol_id);
+	struct bvol *b;
+
+	if (!v)
+		return 0;
+	b = bv_alloc(v, r);
+	if (!b)
+		return -ENOMEM;
+	bv_append(v, b);
+	return 0;
+}
+
+static int load_hist(void *arg, const struct hist_row *r)
+{
+	struct load_ctx *lc = arg;
+	struct vol *v = vol_by_row_id(lc->e, r->vol_id);
+	struct history *h, **pp;
+
+	if (!v)
+		return 0;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->row = *r;
+	for (struct bvol *b = v->bvs; b; b = b->next)
+		if (b->row.id == r->bv_id) {
+			h->bv = b;
+			b->hist = h;
+		}
+	for (pp = &v->hists; *pp; pp = &(*pp)->next)
+		;
+	*pp = h;
+	return 0;
+}
+
+/* open files, replay tracking, turn interrupted work into failures */
+static int recover_volume(struct engine *e, struct vol *v)
+{
+	bool untrusted, dirty = false;
+	char why[256];
+	int rc;
+
+	v->tv_fd = open(v->tv_path, O_RDWR | O_CLOEXEC);
+	if (v->tv_fd < 0) {
+		rc = -errno;
+		log_err("%s: cannot open %s: %s", v->row.name, v->tv_path, strerror(errno));
+		return rc;
+	}
+	for (struct bvol *b = v->bvs; b; b = b->next) {
+		rc = bv_open_file(b, v->row.size_bytes, false);
+		if (rc) {
+			log_err("%s: cannot open %s: %s", v->row.name, b->path, strerror(-rc));
+			return rc;
+		}
+	}
+	rc = track_open(v->dir, v->nr_grains, v->row.grain_bytes, v->row.era, &v->trk,
+			&untrusted, why, sizeof(why));
+	if (rc) {
+		log_err("%s: tracking state: %s", v->row.name, strerror(-rc));
+		return rc;
+	}
+	if (untrusted) {
+		for (struct bvol *b = v->bvs; b; b = b->next) {
+			if (!b->row.tracking)
+				continue;
+			b->row.tracking = false;
+			dirty = true;
+			rc = catalog_put_bv(e->cat, &b->row);
+			if (rc)
+				return rc;
+		}
+		vol_log(v, "warning: tracking state not trusted (%s): next differential backups "
+			   "to every backup volume are full copies", why);
+		v->row.last_tape_era = 0;
+		dirty = true;
+	}
+	for (struct history *h = v->hists; h; h = h->next) {
+		if (h->row.disk_status == HS_EXECUTING) {
+			h->row.disk_status = HS_FAILED;
+			if (h->bv && h->bv->row.tracking) {
+				h->bv->row.tracking = false;
+				rc = catalog_put_bv(e->cat, &h->bv->row);
+				if (rc)
+					return rc;
+			}
+			vol_log(v, "error: backup version %llu was interrupted (daemon stopped "
+				   "during its physical copy): status failed; the next backup to "
+				   "%s is a full copy",
+				(unsigned long long)h->row.version, h->bv ? h->bv->name : "-");
+			dirty = true;
+		}
+		if (h->row.tape_status == HS_EXECUTING) {
+			h->row.tape_status = HS_FAILED;
+			vol_log(v, "error: tape copy of version %llu was interrupted: status failed",
+				(unsigned long long)h->row.version);
+			dirty = true;
+		}
+		if (dirty) {
+			rc = save_hist(e, h);
+			if (rc)
+				return rc;
+		}
+	}
+	/* BVs whose disk history was deleted while a copy ran: their copy is gone */
+	for (struct bvol *b = v->bvs; b; b = b->next) {
+		if (b->row.tracking && !b->hist && b->row.track_base >= v->row.era) {
+			b->row.tracking = false;
+			rc = catalog_put_bv(e->cat, &b->row);
+			if (rc)
+				return rc;
+		}
+	}
+	if (!strcmp(v->row.state, "restoring")) {
+		snprintf(v->row.state, sizeof(v->row.state), "needs-restore");
+		vol_log(v, "error: a restore was interrupted; the volume holds partly restored "
+			   "data: state needs-restore until a restore completes");
+		dirty = true;
+	}
+	if (dirty)
+		return catalog_put_volume(e->cat, &v->row);
+	return 0;
+}
+
+static int recover_all(struct engine *e)
+{
+	int rc = catalog_begin(e->cat);
+
+	if (rc)
+		return rc;
+	for (struct vol *v = e->vols; v; v = v->next) {
+		rc = recover_volume(e, v);
+		if (rc) {
+			catalog_rollback(e->cat);
+			return rc;
+		}
+	}
+	return catalog_commit(e->cat);
+}
+
+/* jobs that interrupted copies marked on disk must not be resumed: a BV whose
+ * copy was interrupted and which still tracks would give a wrong differential.
+ * recover_volume clears tracking for those; nothing more here. */
+
+static void *flusher_main(void *arg)
+{
+	struct engine *e = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&e->lock);
+	while (!e->stopping) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += e->flush_ms / 1000;
+		ts.tv_nsec += (long)(e->flush_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+		if (e->stopping)
+			break;
+		for (struct vol *v = e->vols; v; v = v->next) {
+			v->refs++;
+			pthread_mutex_unlock(&e->lock);
+			if (vol_track_flush(v))
+				log_warn("%s: era map flush failed", v->row.name);
+			pthread_mutex_lock(&e->lock);
+			v->refs--;
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+	return NULL;
+}
+
+static int ensure_default_pool(struct engine *e)
+{
+	struct pool_row r;
+	struct pool *p;
+	char dir[3100];
+	int rc;
+
+	if (engine_pool(e, "default"))
+		return 0;
+	memset(&r, 0, sizeof(r));
+	snprintf(dir, sizeof(dir), "%s/tape", e->store);
+	rc = util_mkdir_p(dir, 0700);
+	if (rc)
+		return rc;
+	snprintf(r.name, sizeof(r.name), "default");
+	snprintf(r.url, sizeof(r.url), "file://%s", dir);
+	rc = catalog_put_pool(e->cat, &r);
+	if (rc)
+		return rc;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->row = r;
+	p->next = e->pools;
+	e->pools = p;
+	return 0;
+}
+
+int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen)
+{
+	struct engine *e = calloc(1, sizeof(*e));
+	char path[PATH_MAX + 32];
+	struct load_ctx lc;
+	int rc;
+
+	if (!e)
+		return -ENOMEM;
+	e->lock_fd = -1;
+	char real[PATH_MAX];
+	if (!realpath(o->store, real)) {
+		rc = util_mkdir_p(o->store, 0700);
+		if (rc || !realpath(o->store, real)) {
+			snprintf(err, errlen, "cannot create store %s: %s", o->store,
+				 strerror(rc ? -rc : errno));
+			free(e);
+			return rc ? rc : -errno;
+		}
+	}
+	if (strlen(real) >= sizeof(e->store) - 64) {
+		snprintf(err, errlen, "store path too long");
+		free(e);
+		return -ENAMETOOLONG;
+	}
+	memcpy(e->store, real, strlen(real) + 1);
+	if (o->mountpoint && !realpath(o->mountpoint, e->mountpoint))
+		snprintf(e->mountpoint, sizeof(e->mountpoint), "%s", o->mountpoint);
+	gethostname(e->host, sizeof(e->host) - 1);
+	e->tier = o->tier;
+	e->inval_data = o->inval_data;
+	e->inval_arg = o->inval_arg;
+	e->flush_ms = o->flush_ms ? o->flush_ms : 5000;
+	pthread_mutex_init(&e->lock, NULL);
+	pthread_cond_init(&e->cond, NULL);
+
+	snprintf(path, sizeof(path), "%s/lock", e->store);
+	e->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (e->lock_fd < 0 || flock(e->lock_fd, LOCK_EX | LOCK_NB)) {
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		snprintf(err, errlen, "store %s is locked by another acmfs daemon", e->store);
+		goto out_free;
+	}
+	if (ftruncate(e->lock_fd, 0) == 0) {
+		char pid[32];
+		int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+		if (pwrite(e->lock_fd, pid, (size_t)n, 0) < 0)
+			log_warn("cannot write pid to lock file");
+	}
+	snprintf(path, sizeof(path), "%s/vol", e->store);
+	util_mkdir_p(path, 0700);
+	snprintf(path, sizeof(path), "%s/hooks", e->store);
+	util_mkdir_p(path, 0700);
+	chmod(e->store, 0700);
+
+	snprintf(path, sizeof(path), "%s/catalog.db", e->store);
+	rc = catalog_open(path, &e->cat);
+	if (rc) {
+		snprintf(err, errlen, "catalog %s: %s", path,
+			 rc == -EUCLEAN ? "integrity check failed" : strerror(-rc));
+		goto out_free;
+	}
+	lc.e = e;
+	lc.rc = 0;
+	struct catalog_loader ld = { &lc, load_volume, load_bv, load_hist, load_pool };
+	rc = catalog_load(e->cat, &ld);
+	if (!rc)
+		rc = ensure_default_pool(e);
+	if (!rc)
+		rc = recover_all(e);
+	if (rc) {
+		snprintf(err, errlen, "loading the store failed: %s", strerror(-rc));
+		goto out_free;
+	}
+	if (pthread_create(&e->flusher, NULL, flusher_main, e)) {
+		rc = -EAGAIN;
+		snprintf(err, errlen, "cannot start flusher thread");
+		goto out_free;
+	}
+	*out = e;
+	return 0;
+out_free:
+	e->flusher = 0;
+	engine_close(e);
+	return rc;
+}
+
+void engine_close(struct engine *e)
+{
+	struct vol *v, *vn;
+	struct pool *p, *pn;
+
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->lock);
+	e->stopping = true;
+	for (v = e->vols; v; v = v->next)
+		for (struct job *j = v->jobs; j; j = j->next)
+			atomic_store(&j->cancel, 1);
+	pthread_mutex_unlock(&e->lock);
+	tape_cancel_all(e);
+	pthread_mutex_lock(&e->lock);
+	pthread_cond_broadcast(&e->cond);
+	while (e->nr_threads > 0)
+		pthread_cond_wait(&e->cond, &e->lock);
+	pthread_mutex_unlock(&e->lock);
+	if (e->flusher)
+		pthread_join(e->flusher, NULL);
+	for (v = e->vols; v; v = vn) {
+		vn = v->next;
+		vol_free(v);
+	}
+	for (p = e->pools; p; p = pn) {
+		pn = p->next;
+		if (p->tp && e->tier)
+			e->tier->pool_close(p->tp);
+		free(p);
+	}
+	catalog_close(e->cat);
+	if (e->lock_fd >= 0)
+		close(e->lock_fd);
+	pthread_mutex_destroy(&e->lock);
+	pthread_cond_destroy(&e->cond);
+	free(e);
+}
+
+/* ---------- global commands ---------- */
+
+static int import_from(const char *src, int dst_fd, uint64_t size, char *err, size_t errlen)
+{
+	int fd = open(src, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	uint64_t src_size, off = 0;
+	int rc = 0;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", src, strerror(errno));
+		return -errno;
+	}
+	if (fstat(fd, &st)) {
+		rc = -errno;
+		goto out;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		off_t end = lseek(fd, 0, SEEK_END);
+		src_size = end < 0 ? 0 : (uint64_t)end;
+	} else if (S_ISREG(st.st_mode)) {
+		src_size = (uint64_t)st.st_size;
+	} else {
+		snprintf(err, errlen, "%s is neither a file nor a block device", src);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (src_size > size) {
+		snprintf(err, errlen, "%s (%llu bytes) is larger than the volume", src,
+			 (unsigned long long)src_size);
+		rc = -EINVAL;
+		goto out;
+	}
+	/* copy data extents only, so a sparse source stays sparse */
+	while (off < src_size) {
+		off_t d = S_ISREG(st.st_mode) ? lseek(fd, (off_t)off, SEEK_DATA) : (off_t)off;
+		if (d < 0)
+			break; /* ENXIO: only a hole remains */
+		off_t h = S_ISREG(st.st_mode) ? lseek(fd, d, SEEK_HOLE) : (off_t)src_size;
+		if (h < 0)
+			h = (off_t)src_size;
+		loff_t in = d, outo = d;
+		while (in < h) {
+			ssize_t n = copy_file_range(fd, &in, dst_fd, &outo, (size_t)(h - in), 0);
+			if (n <= 0) {
+				/* fall back to read/write (block devices, cross-fs) */
+				char *buf = malloc(ACM_MiB);
+				if (!buf) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				while (in < h) {
+					size_t chunk = (size_t)(h - in) < ACM_MiB ? (size_t)(h - in)
+										  : ACM_MiB;
+					rc = util_pread_full(fd, buf, chunk, (uint64_t)in);
+					if (!rc && !util_is_zero(buf, chunk))
+						rc = util_pwrite_full(dst_fd, buf, chunk,
+								      (uint64_t)in);
+					if (rc)
+						break;
+					in += (loff_t)chunk;
+				}
+				free(buf);
+				if (rc)
+					goto out;
+				break;
+			}
+		}
+		off = (uint64_t)h;
+	}
+	if (fsync(dst_fd))
+		rc = -errno;
+out:
+	if (rc && !err[0])
+		snprintf(err, errlen, "import from %s failed: %s", src, strerror(-rc));
+	close(fd);
+	return rc;
+}
+
+static int add_bvs(struct engine *e, struct vol *v, uint32_t count, struct bvol **added)
+{
+	int rc = 0;
+
+	*added = NULL;
+	for (uint32_t i = 0; i < count; i++) {
+		struct bv_row r = { 0 };
+		struct bvol *b;
+
+		r.vol_id = v->row.id;
+		r.idx = v->row.next_bv++;
+		rc = catalog_put_bv(e->cat, &r);
+		if (rc)
+			break;
+		b = bv_alloc(v, &r);
+		if (!b) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = bv_open_file(b, v->row.size_bytes, true);
+		if (rc) {
+			free(b);
+			break;
+		}
+		b->next = *added;
+		*added = b;
+	}
+	if (!rc)
+		rc = catalog_put_volume(e->cat, &v->row);
+	return rc;
+}
+
+static void drop_added_bvs(struct bvol *added)
+{
+	for (struct bvol *b = added, *n; b; b = n) {
+		n = b->next;
+		close(b->fd);
+		unlink(b->path);
+		free(b);
+	}
+}
+
+static void commit_added_bvs(struct vol *v, struct bvol *added)
+{
+	/* added is newest-first; append in index order */
+	struct bvol *rev = NULL;
+
+	for (struct bvol *b = added, *n; b; b = n) {
+		n = b->next;
+		b->next = rev;
+		rev = b;
+	}
+	for (struct bvol *b = rev, *n; b; b = n) {
+		n = b->next;
+		b->next = NULL;
+		bv_append(v, b);
+	}
+}
+
+static void rm_rf_vol_dir(struct vol *v)
+{
+	char path[PATH_MAX + 32];
+	static const char *const files[] = { "tv.img", "era.map", "era.map.tmp", "intent", "log" };
+
+	for (size_t i = 0; i < ACM_ARRAY_SIZE(files); i++) {
+		snprintf(path, sizeof(path), "%s/%s", v->dir, files[i]);
+		unlink(path);
+	}
+	for (uint32_t i = 1; i < v->row.next_bv; i++) {
+		snprintf(path, sizeof(path), "%s/bv%u.img", v->dir, i);
+		unlink(path);
+	}
+	rmdir(v->dir);
+}
+
+int engine_volume_create(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+			     struct sbuf *reply)
+{
+	struct vol_row r;
+	struct vol *v = NULL, **pp;
+	struct bvol *added = NULL;
+	bool untrusted;
+	char why[128];
+	int rc;
+
+	for (struct vol *x = e->vols; x; x = x->next)
+		if (!strcmp(x->row.name, c->name)) {
+			snprintf(err, errlen, "volume %s exists", c->name);
+			return -EEXIST;
+		}
+	memset(&r, 0, sizeof(r));
+	snprintf(r.name, sizeof(r.name), "%s", c->name);
+	r.size_bytes = c->size_bytes;
+	r.grain_bytes = (uint32_t)(c->grain_bytes ? c->grain_bytes : 64 * ACM_KiB);
+	r.save = c->has_save ? c->save : 2;
+	r.interval_days = 30;
+	r.era = 1;
+	r.next_version = 1;
+	r.next_bv = 1;
+	snprintf(r.pool, sizeof(r.pool), "default");
+	snprintf(r.state, sizeof(r.state), "ok");
+	r.created = util_now();
+
+	rc = catalog_begin(e->cat);
+	if (rc)
+		return rc;
+	rc = catalog_put_volume(e->cat, &r);
+	if (rc)
+		goto out_rollback;
+	v = vol_alloc(e, &r);
+	if (!v) {
+		rc = -ENOMEM;
+		goto out_rollback;
+	}
+	rc = util_mkdir_p(v->dir, 0700);
+	if (rc)
+		goto out_rollback;
+	v->tv_fd = open(v->tv_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (v->tv_fd < 0 || ftruncate(v->tv_fd, (off_t)r.size_bytes)) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create the volume file: %s", strerror(errno));
+		goto out_rollback;
+	}
+	if (c->has_path) {
+		rc = import_from(c->path, v->tv_fd, r.size_bytes, err, errlen);
+		if (rc)
+			goto out_rollback;
+	}
+	rc = track_create(v->dir, v->nr_grains, r.grain_bytes);
+	if (!rc)
+		rc = track_open(v->dir, v->nr_grains, r.grain_bytes, r.era, &v->trk, &untrusted,
+				why, sizeof(why));
+	if (rc)
+		goto out_rollback;
+	rc = add_bvs(e, v, r.save, &added);
+	if (rc)
+		goto out_rollback;
+	rc = catalog_commit(e->cat);
+	if (rc)
+		goto out_files;
+	commit_added_bvs(v, added);
+	for (pp = &e->vols; *pp && strcmp((*pp)->row.name, v->row.name) < 0; pp = &(*pp)->next)
+		;
+	v->next = *pp;
+	*pp = v;
+	vol_log(v, "volume created: size=%llu grain=%u save=%u%s%s",
+		(unsigned long long)r.size_bytes, r.grain_bytes, r.save,
+		c->has_path ? " from=" : "", c->has_path ? c->path : "");
+	sbuf_addf(reply, "ok volume=%s size=%llu grain=%u save=%u bvs=%u\n", r.name,
+		  (unsigned long long)r.size_bytes, r.grain_bytes, r.save, r.save);
+	return 0;
+out_rollback:
+	catalog_rollback(e->cat);
+out_files:
+	drop_added_bvs(added);
+	if (v) {
+		rm_rf_vol_dir(v);
+		vol_free(v);
+	}
+	if (!err[0])
+		snprintf(err, errlen, "volume create failed: %s", strerror(-rc));
+	return rc;
+}
+
+static int cmd_volume_delete(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+			     struct sbuf *reply)
+{
+	struct vol **pp, *v;
+	int rc;
+
+	for (pp = &e->vols; *pp && strcmp((*pp)->row.name, c->name); pp = &(*pp)->next)
+		;
+	v = *pp;
+	if (!v) {
+		snprintf(err, errlen, "no volume %s", c->name);
+		return -ENOENT;
+	}
+	if (v->opens > 0 || v->busy || v->jobs) {
+		snprintf(err, errlen, "volume %s is in use (open, or a copy runs)", c->name);
+		return -EBUSY;
+	}
+	for (struct history *h = v->hists; h; h = h->next)
+		if (h->tjob) {
+			snprintf(err, errlen, "volume %s has a tape job running", c->name);
+			return -EBUSY;
+		}
+	rc = catalog_begin(e->cat);
+	if (!rc)
+		rc = catalog_del_volume(e->cat, v->row.id);
+	if (!rc)
+		rc = catalog_commit(e->cat);
+	else
+		catalog_rollback(e->cat);
+	if (rc)
+		return rc;
+	*pp = v->next;
+	v->deleted = true;
+	rm_rf_vol_dir(v);
+	engine_log(e, "volume %s deleted", c->name);
+	sbuf_addf(reply, "ok volume=%s deleted=1\n", c->name);
+	if (v->refs == 0) {
+		pthread_mutex_unlock(&e->lock);
+		vol_free(v);
+		pthread_mutex_lock(&e->lock);
+	}
+	return 0;
+}
+
+static struct vol *find_vol(struct engine *e, const char *name, char *err, size_t errlen)
+{
+	for (struct vol *v = e->vols; v; v = v->next)
+		if (!strcmp(v->row.name, name))
+			return v;
+	snprintf(err, errlen, "no volume %s", name);
+	return NULL;
+}
+
+static int cmd_bv_add(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+		      struct sbuf *reply)
+{
+	struct vol *v = find_vol(e, c->name, err, errlen);
+	struct bvol *added;
+	uint32_t first;
+	int rc;
+
+	if (!v)
+		return -ENOENT;
+	first = v->row.next_bv;
+	rc = catalog_begin(e->cat);
+	if (rc)
+		return rc;
+	rc = add_bvs(e, v, c->count, &added);
+	if (!rc)
+		rc = catalog_commit(e->cat);
+	if (rc) {
+		catalog_rollback(e->cat);
+		v->row.next_bv = first;
+		drop_added_bvs(added);
+		snprintf(err, errlen, "cannot add backup volumes: %s", strerror(-rc));
+		return rc;
+	}
+	commit_added_bvs(v, added);
+	vol_log(v, "%u backup volume(s) added", c->count);
+	sbuf_addf(reply, "ok volume=%s added=%u bvs=", v->row.name, c->count);
+	for (uint32_t i = first; i < v->row.next_bv; i++)
+		sbuf_addf(reply, "%s%s.bv%u", i == first ? "" : ",", v->row.name, i);
+	sbuf_add(reply, "\n", 1);
+	return 0;
+}
+
+static int cmd_policy(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+		      struct sbuf *reply)
+{
+	struct vol *v = find_vol(e, c->name, err, errlen);
+	struct vol_row old;
+	uint32_t nbv = 0;
+	int rc;
+
+	if (!v)
+		return -ENOENT;
+	for (struct bvol *b = v->bvs; b; b = b->next)
+		nbv++;
+	if (c->has_save && c->save > nbv) {
+		snprintf(err, errlen,
+			 "save number %u needs %u backup volumes; %s has %u (bv add first)", c->save,
+			 c->save, v->row.name, nbv);
+		return -ENOSPC;
+	}
+	old = v->row;
+	if (c->has_save)
+		v->row.save = c->save;
+	if (c->has_interval)
+		v->row.interval_days = c->interval_days;
+	rc = catalog_put_volume(e->cat, &v->row);
+	if (rc) {
+		v->row = old;
+		return rc;
+	}
+	vol_log(v, "policy: save=%u interval=%u", v->row.save, v->row.interval_days);
+	sbuf_addf(reply, "ok volume=%s save=%u interval=%u\n", v->row.name, v->row.save,
+		  v->row.interval_days);
+	return 0;
+}
+
+static int cmd_tapepolicy(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+			  struct sbuf *reply)
+{
+	struct vol *v = find_vol(e, c->name, err, errlen);
+	struct vol_row old;
+	int rc;
+
+	if (!v)
+		return -ENOENT;
+	if (c->has_pool && !engine_pool(e, c->pool)) {
+		snprintf(err, errlen, "no pool %s", c->pool);
+		return -ENOENT;
+	}
+	old = v->row;
+	if (c->has_gens)
+		v->row.tape_gens = c->gens;
+	if (c->has_days)
+		v->row.tape_days = c->days;
+	if (c->has_pool) {
+		snprintf(v->row.pool, sizeof(v->row.pool), "%s", c->pool);
+		/* a new pool has none of the previous blocks: next tape copy is full */
+		if (strcmp(old.pool, c->pool))
+			v->row.last_tape_era = 0;
+	}
+	rc = catalog_put_volume(e->cat, &v->row);
+	if (rc) {
+		v->row = old;
+		return rc;
+	}
+	tape_apply_retention(e, v);
+	vol_log(v, "tape policy: gens=%u days=%u pool=%s", v->row.tape_gens, v->row.tape_days,
+		v->row.pool);
+	sbuf_addf(reply, "ok volume=%s gens=%u days=%u pool=%s\n", v->row.name, v->row.tape_gens,
+		  v->row.tape_days, v->row.pool);
+	return 0;
+}
+
+static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+		    struct sbuf *reply)
+{
+	struct pool *p = engine_pool(e, c->name);
+	int rc;
+
+	switch (c->kind) {
+	case CMD_POOL_CREATE: {
+		if (p) {
+			snprintf(err, errlen, "pool %s exists", c->name);
+			return -EEXIST;
+		}
+		p = calloc(1, sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		snprintf(p->row.name, sizeof(p->row.name), "%s", c->name);
+		snprintf(p->row.url, sizeof(p->row.url), "%s", c->url);
+		snprintf(p->row.opts, sizeof(p->row.opts), "%s", c->opts);
+		if (e->tier) {
+			rc = e->tier->pool_open(p->row.url, p->row.opts, &p->tp, err, errlen);
+			if (rc) {
+				free(p);
+				return rc;
+			}
+		}
+		rc = catalog_put_pool(e->cat, &p->row);
+		if (rc) {
+			if (p->tp)
+				e->tier->pool_close(p->tp);
+			free(p);
+			return rc;
+		}
+		p->next = e->pools;
+		e->pools = p;
+		engine_log(e, "pool %s created (%s)", c->name, c->url);
+		sbuf_addf(reply, "ok pool=%s\n", c->name);
+		return 0;
+	}
+	case CMD_POOL_DELETE:
+		if (!p) {
+			snprintf(err, errlen, "no pool %s", c->name);
+			return -ENOENT;
+		}
+		for (struct vol *v = e->vols; v; v = v->next) {
+			for (struct history *h = v->hists; h; h = h->next)
+				if (h->row.tape_status != HS_NONE && !strcmp(h->row.pool, c->name)) {
+					snprintf(err, errlen, "pool %s holds tape histories of %s",
+						 c->name, v->row.name);
+					return -EBUSY;
+				}
+			if (!strcmp(v->row.pool, c->name)) {
+				snprintf(err, errlen, "pool %s is the tape pool of %s", c->name,
+					 v->row.name);
+				return -EBUSY;
+			}
+		}
+		rc = catalog_del_pool(e->cat, c->name);
+		if (rc)
+			return rc;
+		for (struct pool **pp = &e->pools; *pp; pp = &(*pp)->next)
+			if (*pp == p) {
+				*pp = p->next;
+				break;
+			}
+		if (p->tp)
+			e->tier->pool_close(p->tp);
+		free(p);
+		engine_log(e, "pool %s deleted", c->name);
+		sbuf_addf(reply, "ok pool=%s deleted=1\n", c->name);
+		return 0;
+	case CMD_POOL_IMPORT:
+	case CMD_POOL_GC:
+		if (!p) {
+			snprintf(err, errlen, "no pool %s", c->name);
+			return -ENOENT;
+		}
+		rc = engine_pool_open(e, p, err, errlen);
+		if (rc)
+			return rc;
+		return c->kind == CMD_POOL_IMPORT ? pool_import(e, p, reply)
+						  : pool_gc(e, p, c->has_grace ? (int64_t)c->grace_s : 3600, reply);
+	default:
+		return -EINVAL;
+	}
+}
+
+static int run_global(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+		      struct sbuf *reply)
+{
+	switch (c->kind) {
+	case CMD_VOLUME_CREATE: return engine_volume_create(e, c, err, errlen, reply);
+	case CMD_VOLUME_DELETE: return cmd_volume_delete(e, c, err, errlen, reply);
+	case CMD_BV_ADD: return cmd_bv_add(e, c, err, errlen, reply);
+	case CMD_POLICY: return cmd_policy(e, c, err, errlen, reply);
+	case CMD_TAPEPOLICY: return cmd_tapepolicy(e, c, err, errlen, reply);
+	default: return cmd_pool(e, c, err, errlen, reply);
+	}
+}
+
+int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, struct sbuf *reply)
+{
+	static _Thread_local struct cmd c;
+	char err[512];
+	int rc;
+
+	err[0] = 0;
+	rc = cmd_parse(v ? CMD_VOLUME : CMD_GLOBAL, buf, len, &c, err, sizeof(err));
+	if (!rc) {
+		if (!v) {
+			pthread_mutex_lock(&e->lock);
+			rc = run_global(e, &c, err, sizeof(err), reply);
+			pthread_mutex_unlock(&e->lock);
+		} else {
+			switch (c.kind) {
+			case CMD_BACKUP: rc = do_backup(e, v, &c, reply, err, sizeof(err)); break;
+			case CMD_RESTORE: rc = do_restore(e, v, &c, reply, err, sizeof(err)); break;
+			case CMD_HISTDEL: rc = do_histdel(e, v, &c, reply, err, sizeof(err)); break;
+			case CMD_CANCELTRK: rc = do_canceltrk(e, v, &c, reply, err, sizeof(err)); break;
+			case CMD_TPHISTCOPY: rc = do_tphistcopy(e, v, &c, reply, err, sizeof(err)); break;
+			case CMD_CANCEL: rc = do_cancel(e, v, &c, reply, err, sizeof(err)); break;
+			case CMD_VERIFY: rc = do_verify(e, v, &c, reply, err, sizeof(err)); break;
+			default: rc = -EINVAL; break;
+			}
+		}
+	}
+	if (rc) {
+		char line[CMD_MAX_LINE + 1];
+		size_t n = len < CMD_MAX_LINE ? len : CMD_MAX_LINE;
+		const char *word;
+
+		if (!err[0])
+			snprintf(err, sizeof(err), "%s", strerror(-rc));
+		memcpy(line, buf, n);
+		line[n] = 0;
+		word = c.kind != CMD_NONE ? cmd_name(c.kind) : strtok(line, " \t\n");
+		if (!word || strlen(word) > 40 || memchr(buf, 0, n))
+			word = "command";
+		reply->len = 0;
+		if (reply->buf)
+			reply->buf[0] = 0;
+		sbuf_addf(reply, "error: %s\n", err);
+		atomic_fetch_add(&e->m.ctl_errors, 1);
+		if (v)
+			vol_log(v, "error: %s: %s (%s)", word, err, util_errname(rc));
+		else
+			engine_log(e, "error: %s: %s (%s)", word, err, util_errname(rc));
+	}
+	return rc;
+}

@@ -1,0 +1,110 @@
+/*
+ * engine.h — the acmfs engine: a store of transaction volumes, their backup
+ * volumes, histories, tracking and copy jobs. This is the whole product minus
+ * FUSE; fs/ maps each FUSE request onto one call here.
+ *
+ * Objects handed out (struct vol, struct himg) are reference-counted or
+ * owned by the caller as documented; every call is thread-safe.
+ *
+ * Errors: 0 / count or negative errno. Command failures carry a one-line reason
+ * in the reply buffer and in the volume's log.
+ */
+#ifndef ACMFS_ENGINE_H
+#define ACMFS_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "tier.h"
+#include "util.h"
+
+struct engine;
+struct vol;
+struct himg;
+
+struct engine_opts {
+	const char *store;	    /* STORE directory (created if missing) */
+	const char *mountpoint;	    /* for hooks' data path and tables; may be NULL */
+	const struct tier_ops *tier; /* tape tier, or NULL (tape commands fail EIO) */
+	/* called after the engine changed a volume's data behind the kernel's back
+	 * (restore): the adapter drops cached pages. May be NULL. */
+	void (*inval_data)(void *arg, uint64_t vol_id);
+	void *inval_arg;
+	unsigned flush_ms;	    /* era-map flush period, default 5000 */
+};
+
+int engine_open(const struct engine_opts *o, struct engine **out, char *err,
+		size_t errlen) ACM_MUST_USE;
+void engine_close(struct engine *e);
+
+/* ---- control files ---- */
+/* Run one command written to the global ctl (v == NULL) or a volume's ctl.
+ * reply gets "ok …\n[<vol> acmX completed\n]" or "error: …\n". */
+int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, struct sbuf *reply);
+
+/* ---- generated text ---- */
+enum render_what {
+	RENDER_README,
+	RENDER_DEVDISP,
+	RENDER_TRKSTAT,
+	RENDER_HISTDISP,
+	RENDER_STATUS_JSON,
+	RENDER_METRICS,
+	RENDER_INFO,	 /* volume info (v != NULL) */
+	RENDER_LOG,	 /* volume or global log tail */
+	RENDER_HIST_INFO /* history info: needs version */
+};
+int engine_render(struct engine *e, struct vol *v, enum render_what what, uint64_t version,
+		  struct sbuf *out);
+
+/* ---- volumes ---- */
+/* calls cb for each volume (id, name) in name order; cb returning non-zero stops */
+int engine_list_volumes(struct engine *e, int (*cb)(void *arg, uint64_t id, const char *name),
+			void *arg);
+/* reference-counted lookups; NULL if none */
+struct vol *engine_vol_by_name(struct engine *e, const char *name);
+struct vol *engine_vol_by_id(struct engine *e, uint64_t id);
+void vol_put(struct vol *v);
+uint64_t vol_id(const struct vol *v);
+const char *vol_name(const struct vol *v);
+uint64_t vol_size(const struct vol *v);
+int64_t vol_mtime(const struct vol *v);
+
+/* data file: open counting (for EBUSY rules), read, write, fsync */
+int vol_open_data(struct vol *v, bool write) ACM_MUST_USE;
+void vol_close_data(struct vol *v, bool write);
+ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off);
+ssize_t vol_write(struct vol *v, const void *buf, size_t len, uint64_t off);
+int vol_fsync(struct vol *v, bool datasync);
+/* the TV's backing fd for zero-copy reads (valid while v is held) */
+int vol_data_fd(struct vol *v);
+int64_t vol_seek_data(struct vol *v, uint64_t off, int whence);
+
+/* ---- histories ---- */
+struct hist_entry {
+	uint64_t version;
+	bool disk, tape;
+	int64_t date;
+};
+int vol_list_histories(struct vol *v, int (*cb)(void *arg, const struct hist_entry *h),
+		       void *arg);
+int vol_history(struct vol *v, uint64_t version, struct hist_entry *out); /* -ENOENT */
+uint64_t vol_latest_version(struct vol *v);	/* newest succeeded, 0 if none */
+/* disk (tape=false) or tape generation n → version, 0 if none; count via n=0 */
+uint64_t vol_generation(struct vol *v, bool tape, uint64_t n);
+uint64_t vol_generation_count(struct vol *v, bool tape);
+
+enum himg_kind { HIMG_BEST, HIMG_DISK, HIMG_TAPE };
+int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg **out) ACM_MUST_USE;
+ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off);
+/* If [off, off+len) can be served straight from one file, give its fd and
+ * offset and return 1 (the adapter may splice); 0 otherwise. */
+int himg_direct(struct himg *im, uint64_t off, size_t len, int *fd, uint64_t *fd_off);
+int64_t himg_seek(struct himg *im, uint64_t off, int whence);
+uint64_t himg_size(const struct himg *im);
+void himg_close(struct himg *im);
+/* rm disk.img / tape.img / rmdir: histdel of one version and media */
+int vol_histdel_version(struct vol *v, uint64_t version, bool disk, bool tape);
+
+#endif

@@ -1,0 +1,189 @@
+/*
+ * engine_int.h — the engine's in-memory model, shared by engine.c (store,
+ * volumes, commands), vol.c (data path, copy jobs, images), backup.c
+ * (backup/restore/history operations), tapejob.c and render.c. Not for fs/.
+ *
+ * Lock order (never take an earlier one while holding a later one):
+ *   e->lock  →  v->barrier  →  v->stripes[]  →  track internals
+ * e->lock protects: the volume list, every vol's bvs/hists lists and rows,
+ * pools, the catalog, job↔history links. v->barrier (rwlock) read side is held
+ * by each TV write; its write side is held to create or retire copy jobs and to
+ * snapshot the era map — so v->jobs is stable under either side.
+ */
+#ifndef ACMFS_ENGINE_INT_H
+#define ACMFS_ENGINE_INT_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "catalog.h"
+#include "cmd.h"
+#include "engine.h"
+#include "track.h"
+
+#define NSTRIPES 1024
+
+struct job;
+struct tjob;
+
+struct bvol {
+	struct bv_row row;
+	char name[ACM_NAME_MAX + 16]; /* <vol>.bvN */
+	char path[PATH_MAX];
+	int fd;
+	struct history *hist; /* the disk history on it, or NULL */
+	struct job *job;      /* running copy to it, or NULL */
+	struct bvol *next;
+};
+
+struct history {
+	struct hist_row row;
+	struct bvol *bv;    /* disk side, NULL when none */
+	struct job *job;    /* running disk copy */
+	struct tjob *tjob;  /* running tape copy, under e->lock */
+	atomic_uint_fast64_t tape_done; /* grains processed by the tape job */
+	uint64_t tape_total;
+	int readers;	    /* open images of this history, under e->lock */
+	struct history *next; /* ascending version */
+};
+
+struct job {
+	struct vol *v;
+	struct bvol *bv;
+	struct history *h; /* NULL when its history was deleted (copy goes on) */
+	uint64_t nr_grains;
+	_Atomic uint64_t *pending;
+	atomic_uint_fast64_t remaining; /* pending bits still set */
+	atomic_uint_fast64_t copied;	/* grains physically copied (copier + COW) */
+	uint64_t total;
+	atomic_int cancel;
+	bool started;	  /* its copier thread runs (under e->lock) */
+	bool overlay;	  /* -m TAPE: no copier; the uploader consumes pending */
+	struct job *next; /* in v->jobs */
+};
+
+struct vol {
+	struct engine *e;
+	struct vol_row row;
+	char dir[3200];
+	char tv_path[PATH_MAX];
+	int tv_fd;
+	uint64_t nr_grains;
+	struct track *trk;
+	pthread_rwlock_t barrier;
+	pthread_mutex_t stripes[NSTRIPES];
+	struct job *jobs; /* see lock order */
+	struct bvol *bvs;
+	struct history *hists;
+	int refs;	     /* under e->lock */
+	int img_readers;     /* open history images, under e->lock */
+	int opens, writers;  /* open data/ctl handles; data handles open for write */
+	bool deleted;
+	bool restoring;	     /* a restore runs: other writers refused */
+	atomic_int restore_pct; /* -1 when none */
+	bool busy;	     /* a command holds the volume (backup start, restore) */
+	atomic_int_fast64_t mtime;
+	pthread_mutex_t log_lock;
+	struct vol *next;
+};
+
+struct pool {
+	struct pool_row row;
+	struct tier_pool *tp; /* opened lazily */
+	struct pool *next;
+};
+
+struct metrics {
+	atomic_uint_fast64_t backups_started, backups_succeeded, backups_failed;
+	atomic_uint_fast64_t bytes_copied, grains_copied, cow_grains;
+	atomic_uint_fast64_t restores, restore_grains, restore_bytes;
+	atomic_uint_fast64_t tape_uploads, tape_bytes, tape_blocks_new, tape_failed;
+	atomic_uint_fast64_t ctl_errors, io_errors;
+};
+
+struct engine {
+	char store[3072]; /* engine_open refuses longer store paths */
+	char mountpoint[PATH_MAX];
+	char host[64];
+	struct catalog *cat;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* signalled when a job ends */
+	struct vol *vols;
+	struct pool *pools;
+	const struct tier_ops *tier;
+	void (*inval_data)(void *arg, uint64_t vol_id);
+	void *inval_arg;
+	int lock_fd;
+	int nr_threads; /* running job threads, under lock */
+	bool stopping;
+	pthread_t flusher;
+	unsigned flush_ms;
+	struct metrics m;
+};
+
+/* engine.c */
+int engine_volume_create(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+			 struct sbuf *reply); /* under e->lock */
+void vol_log(struct vol *v, const char *fmt, ...) ACM_PRINTF(2, 3);
+void engine_log(struct engine *e, const char *fmt, ...) ACM_PRINTF(2, 3);
+struct bvol *vol_bv_by_name(struct vol *v, const char *name);
+struct history *vol_hist(struct vol *v, uint64_t version);
+int engine_run_hook(struct engine *e, struct vol *v, const char *hook, char *err, size_t errlen);
+void engine_thread_start(struct engine *e); /* under e->lock */
+void engine_thread_end(struct engine *e);   /* takes e->lock */
+struct pool *engine_pool(struct engine *e, const char *name);
+int engine_pool_open(struct engine *e, struct pool *p, char *err, size_t errlen);
+int save_hist(struct engine *e, struct history *h);
+
+/* vol.c — data path and copy jobs */
+int vol_write_internal(struct vol *v, const void *buf, size_t len, uint64_t off);
+int vol_punch_internal(struct vol *v, uint64_t off, uint64_t len);
+struct job *job_create(struct vol *v, struct bvol *bv, struct history *h, bool full,
+		       uint32_t base); /* under e->lock + barrier write */
+int job_start(struct job *j);	   /* under e->lock */
+struct tier_image *im_tier(struct himg *im);
+int grain_read_hist(struct vol *v, struct history *h, uint64_t g, void *buf);
+void stripes_lock(struct vol *v, uint64_t g0, uint64_t g1);
+void stripes_unlock(struct vol *v, uint64_t g0, uint64_t g1);
+/* flush the era map of v (barrier write briefly) */
+int vol_track_flush(struct vol *v);
+
+/* backup.c */
+int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	      char *err, size_t errlen);
+int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	       char *err, size_t errlen);
+int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	       char *err, size_t errlen);
+int do_canceltrk(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	         char *err, size_t errlen);
+int do_tphistcopy(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	          char *err, size_t errlen);
+int do_cancel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	      char *err, size_t errlen);
+int do_verify(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+	      char *err, size_t errlen);
+/* under e->lock: remove the disk part of h (frees BV unless tracking) */
+int hist_drop_disk(struct engine *e, struct vol *v, struct history *h);
+int hist_drop_tape(struct engine *e, struct vol *v, struct history *h);
+void hist_unlink_if_empty(struct engine *e, struct vol *v, struct history *h);
+/* disk job finished: called by the copier thread with e->lock held; unlocks it, frees j */
+void job_done(struct job *j);
+/* tape side (tapejob.c) */
+int tape_backup_direct(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
+		       char *err, size_t errlen);
+int tape_start_copy(struct engine *e, struct vol *v, struct history *h, bool from_tv,
+		    char *err, size_t errlen); /* under e->lock */
+int tape_apply_retention(struct engine *e, struct vol *v);
+int pool_import(struct engine *e, struct pool *p, struct sbuf *reply);
+int pool_gc(struct engine *e, struct pool *p, int64_t grace_s, struct sbuf *reply);
+void tape_cancel_all(struct engine *e);
+
+/* render.c */
+int disk_generation_of(struct vol *v, struct history *h);
+int tape_generation_of(struct vol *v, struct history *h);
+const char *bv_mode(struct vol *v, struct bvol *b, bool detailed);
+int job_execute_pct(const struct job *j);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * tier.h — what the engine needs from the tape tier.
+ *
+ * The engine (core/) never links libcurl or knows object formats. The daemon
+ * hands it a `struct tier_ops` implemented in tape/ (tape/tier.c); unit tests
+ * may hand it a fake. Every function returns 0 (or a count) or a negative
+ * errno; `err` buffers get a one-line reason without credentials.
+ *
+ * Threading: a `struct tier_pool` is shared by many threads; every op is
+ * thread-safe. A `struct tier_image` may be read by several threads at once.
+ */
+#ifndef ACMFS_TIER_H
+#define ACMFS_TIER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct tier_pool;
+struct tier_image;
+
+/* Grain source for an upload: fill `buf` (grain_bytes long) with grain g.
+ * The last grain of a volume whose size is not a multiple of the grain is
+ * zero-padded by the caller. Returns 0 or -errno. Called from several
+ * threads at once. */
+struct tier_src {
+	int (*read_grain)(void *arg, uint64_t g, void *buf);
+	void *arg;
+};
+
+struct tier_upload_req {
+	const char *volume;	  /* volume name */
+	uint64_t version;	  /* history version (absolute, per volume) */
+	uint64_t size_bytes;	  /* volume size */
+	uint32_t grain_bytes;	  /* block size = volume grain */
+	int64_t date;		  /* backup time, unix seconds */
+	const char *host;	  /* hostname of the writer */
+	const char *parent;	  /* manifest key of this volume's previous tape history, or NULL */
+	const uint8_t *changed;	  /* bitmap of nr_grains bits (LSB first): grains that may differ
+				     from parent; NULL = read and hash every grain */
+	struct tier_src src;
+	const atomic_int *cancel; /* non-zero: stop, return -ECANCELED */
+	atomic_uint_fast64_t *done_grains; /* progress, grains processed so far */
+};
+
+struct tier_upload_res {
+	char manifest[256];	 /* key of the stored manifest */
+	uint64_t blocks_total;	 /* non-zero blocks the image references */
+	uint64_t blocks_new;	 /* blocks the pool did not hold before */
+	uint64_t bytes_uploaded; /* payload bytes sent (packs + manifest) */
+	uint64_t grains_read;	 /* grains read through src */
+};
+
+struct tier_manifest_info {
+	const char *manifest; /* key */
+	const char *volume;
+	uint64_t version;
+	uint64_t size_bytes;
+	uint32_t grain_bytes;
+	int64_t date;
+	const char *host;
+	uint64_t blocks_total;
+};
+
+struct tier_gc_stats {
+	uint64_t packs_deleted, packs_repacked, blocks_freed, bytes_freed;
+};
+
+struct tier_ops {
+	/* Open a pool. url: "file:///abs/dir" or "s3://bucket/prefix". opts: the
+	 * pool's key=value options separated by spaces (endpoint=, region=,
+	 * path_style=1, credentials=/path/0600-file, ca=...), may be "". */
+	int (*pool_open)(const char *url, const char *opts, struct tier_pool **out, char *err,
+			 size_t errlen);
+	void (*pool_close)(struct tier_pool *p);
+
+	/* Store one complete tape history: packs first, manifest last. */
+	int (*upload)(struct tier_pool *p, const struct tier_upload_req *req,
+		      struct tier_upload_res *res, char *err, size_t errlen);
+	/* Remove a history's manifest (its blocks are left to gc). */
+	int (*remove)(struct tier_pool *p, const char *manifest);
+	/* Reclaim blocks no manifest references; never touches packs younger than
+	 * grace_seconds nor those of an upload that is running. */
+	int (*gc)(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stats *st);
+	/* Every manifest the pool holds (for `pool import`). cb returning non-zero stops. */
+	int (*list)(struct tier_pool *p, int (*cb)(void *arg, const struct tier_manifest_info *mi),
+		    void *arg);
+
+	/* Read a tape history as an image. Every block is verified against its
+	 * hash: a mismatch gives -EIO, never wrong bytes. */
+	int (*image_open)(struct tier_pool *p, const char *manifest, struct tier_image **out);
+	ssize_t (*image_read)(struct tier_image *im, void *buf, size_t len, uint64_t off);
+	/* whence = SEEK_DATA or SEEK_HOLE; returns offset or -ENXIO */
+	int64_t (*image_seek)(struct tier_image *im, uint64_t off, int whence);
+	/* SHA-256 of grain g's block; returns 1 if the grain is all zero (no block), 0 else */
+	int (*image_grain_hash)(struct tier_image *im, uint64_t g, uint8_t out[32]);
+	/* Re-read and check every block; *bad_grains = damaged grains found. */
+	int (*image_verify)(struct tier_image *im, uint64_t *bad_grains);
+	void (*image_close)(struct tier_image *im);
+};
+
+#endif

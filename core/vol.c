@@ -1,0 +1,643 @@
+/*
+ * vol.c — the data path of a transaction volume, copy jobs (physical copy and
+ * copy-on-write) and history image reads. DESIGN.md §3.
+ *
+ * A TV write: barrier(read) → intent mark durable → [if copy jobs: stripes,
+ * copy-on-write of grains a job still needs] → era mark → pwrite. With no job
+ * running a write takes no stripe lock and allocates nothing.
+ *
+ * A copy job owns one BV and a `pending` bitmap: grains still to be copied
+ * from the TV. The copier thread and copy-on-write both clear bits under the
+ * grain's stripe lock, so each grain is copied exactly once and always with
+ * its content at the logical-copy instant. An image read takes the stripe and
+ * reads the TV for pending grains, the BV otherwise.
+ */
+#include "engine_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define LOG_PREFIX "vol"
+#define COPY_RUN_BYTES (1 * ACM_MiB)
+
+/* ---------- stripes ---------- */
+
+static void stripes_range(uint64_t g0, uint64_t g1, uint64_t *s0, uint64_t *n)
+{
+	uint64_t cnt = g1 - g0 + 1;
+
+	*s0 = g0 % NSTRIPES;
+	*n = cnt >= NSTRIPES ? NSTRIPES : cnt;
+}
+
+void stripes_lock(struct vol *v, uint64_t g0, uint64_t g1)
+{
+	uint64_t s0, n;
+
+	stripes_range(g0, g1, &s0, &n);
+	if (n == NSTRIPES) {
+		for (uint64_t i = 0; i < NSTRIPES; i++)
+			pthread_mutex_lock(&v->stripes[i]);
+		return;
+	}
+	/* ascending stripe order: the wrapped part [0, s0+n-N) first */
+	if (s0 + n > NSTRIPES)
+		for (uint64_t i = 0; i < s0 + n - NSTRIPES; i++)
+			pthread_mutex_lock(&v->stripes[i]);
+	for (uint64_t i = s0; i < s0 + n && i < NSTRIPES; i++)
+		pthread_mutex_lock(&v->stripes[i]);
+}
+
+void stripes_unlock(struct vol *v, uint64_t g0, uint64_t g1)
+{
+	uint64_t s0, n;
+
+	stripes_range(g0, g1, &s0, &n);
+	if (n == NSTRIPES) {
+		for (uint64_t i = 0; i < NSTRIPES; i++)
+			pthread_mutex_unlock(&v->stripes[i]);
+		return;
+	}
+	if (s0 + n > NSTRIPES)
+		for (uint64_t i = 0; i < s0 + n - NSTRIPES; i++)
+			pthread_mutex_unlock(&v->stripes[i]);
+	for (uint64_t i = s0; i < s0 + n && i < NSTRIPES; i++)
+		pthread_mutex_unlock(&v->stripes[i]);
+}
+
+/* ---------- copying bytes between files ---------- */
+
+/* copy [off, off+len) from src to dst at the same offset; holes in src become
+ * holes in dst. *data_bytes gets the bytes of data moved. */
+static int copy_range(int src, int dst, uint64_t off, uint64_t len, uint64_t *data_bytes)
+{
+	uint64_t end = off + len;
+
+	while (off < end) {
+		off_t d = lseek(src, (off_t)off, SEEK_DATA);
+		uint64_t dstart = d < 0 ? end : (uint64_t)d;
+
+		if (d < 0 && errno != ENXIO)
+			return -errno;
+		if (dstart > end)
+			dstart = end;
+		if (dstart > off) {
+			if (fallocate(dst, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+				      (off_t)(dstart - off)))
+				return -errno;
+			off = dstart;
+			if (off >= end)
+				break;
+		}
+		off_t h = lseek(src, (off_t)off, SEEK_HOLE);
+		uint64_t dend = h < 0 ? end : (uint64_t)h;
+		if (dend > end)
+			dend = end;
+		loff_t in = (loff_t)off, out = (loff_t)off;
+		while ((uint64_t)in < dend) {
+			ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(dend - (uint64_t)in),
+						    0);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				return -errno;
+			}
+			if (n == 0)
+				break;
+		}
+		*data_bytes += dend - off;
+		off = dend;
+	}
+	return 0;
+}
+
+/* copy-on-write of one grain to a job's BV (stripe held) */
+static int cow_grain(struct vol *v, struct job *j, uint64_t g)
+{
+	uint64_t off = g * v->row.grain_bytes, len = v->row.grain_bytes, moved = 0;
+	int rc;
+
+	if (off + len > v->row.size_bytes)
+		len = v->row.size_bytes - off;
+	rc = copy_range(v->tv_fd, j->bv->fd, off, len, &moved);
+	if (rc)
+		return rc;
+	if (bitmap_clear(j->pending, g)) {
+		atomic_fetch_sub(&j->remaining, 1);
+		atomic_fetch_add(&j->copied, 1);
+		atomic_fetch_add(&v->e->m.cow_grains, 1);
+		atomic_fetch_add(&v->e->m.bytes_copied, moved);
+	}
+	return 0;
+}
+
+/* ---------- data file ---------- */
+
+int vol_open_data(struct vol *v, bool write)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&v->e->lock);
+	if (v->deleted)
+		rc = -ENOENT;
+	else if (write && v->restoring)
+		rc = -EBUSY;
+	if (!rc) {
+		v->opens++;
+		if (write)
+			v->writers++;
+	}
+	pthread_mutex_unlock(&v->e->lock);
+	return rc;
+}
+
+void vol_close_data(struct vol *v, bool write)
+{
+	pthread_mutex_lock(&v->e->lock);
+	v->opens--;
+	if (write)
+		v->writers--;
+	pthread_mutex_unlock(&v->e->lock);
+}
+
+int vol_data_fd(struct vol *v)
+{
+	return v->tv_fd;
+}
+
+ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off)
+{
+	int rc;
+
+	if (off >= v->row.size_bytes)
+		return 0;
+	if (len > v->row.size_bytes - off)
+		len = (size_t)(v->row.size_bytes - off);
+	rc = util_pread_full(v->tv_fd, buf, len, off);
+	if (rc) {
+		atomic_fetch_add(&v->e->m.io_errors, 1);
+		return rc;
+	}
+	return (ssize_t)len;
+}
+
+static int write_locked(struct vol *v, const void *buf, size_t len, uint64_t off, bool punch)
+{
+	uint64_t grain = v->row.grain_bytes;
+	uint64_t g0 = off / grain, g1 = (off + len - 1) / grain;
+	int rc;
+
+	pthread_rwlock_rdlock(&v->barrier);
+	rc = track_intent(v->trk, g0, g1);
+	if (rc)
+		goto out_unlock;
+	if (v->jobs) {
+		stripes_lock(v, g0, g1);
+		for (struct job *j = v->jobs; j && !rc; j = j->next)
+			for (uint64_t g = g0; g <= g1 && !rc; g++)
+				if (bitmap_test(j->pending, g))
+					rc = cow_grain(v, j, g);
+		if (!rc) {
+			track_mark(v->trk, g0, g1);
+			if (punch)
+				rc = fallocate(v->tv_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					       (off_t)off, (off_t)len) ? -errno : 0;
+			else
+				rc = util_pwrite_full(v->tv_fd, buf, len, off);
+		}
+		stripes_unlock(v, g0, g1);
+	} else {
+		track_mark(v->trk, g0, g1);
+		if (punch)
+			rc = fallocate(v->tv_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+				       (off_t)len)
+				     ? -errno
+				     : 0;
+		else
+			rc = util_pwrite_full(v->tv_fd, buf, len, off);
+	}
+out_unlock:
+	pthread_rwlock_unlock(&v->barrier);
+	if (rc)
+		atomic_fetch_add(&v->e->m.io_errors, 1);
+	else
+		atomic_store(&v->mtime, util_now());
+	return rc;
+}
+
+int vol_write_internal(struct vol *v, const void *buf, size_t len, uint64_t off)
+{
+	return len ? write_locked(v, buf, len, off, false) : 0;
+}
+
+int vol_punch_internal(struct vol *v, uint64_t off, uint64_t len)
+{
+	return len ? write_locked(v, NULL, (size_t)len, off, true) : 0;
+}
+
+ssize_t vol_write(struct vol *v, const void *buf, size_t len, uint64_t off)
+{
+	int rc;
+
+	if (len == 0)
+		return 0;
+	if (off >= v->row.size_bytes)
+		return -ENOSPC;
+	if (len > v->row.size_bytes - off)
+		len = (size_t)(v->row.size_bytes - off);
+	rc = write_locked(v, buf, len, off, false);
+	return rc ? rc : (ssize_t)len;
+}
+
+int vol_fsync(struct vol *v, bool datasync)
+{
+	if (datasync ? fdatasync(v->tv_fd) : fsync(v->tv_fd))
+		return -errno;
+	return 0;
+}
+
+int64_t vol_seek_data(struct vol *v, uint64_t off, int whence)
+{
+	off_t r;
+
+	if (off >= v->row.size_bytes)
+		return -ENXIO;
+	r = lseek(v->tv_fd, (off_t)off, whence);
+	if (r < 0)
+		return errno == ENXIO && whence == SEEK_HOLE ? (int64_t)v->row.size_bytes : -errno;
+	return r > (off_t)v->row.size_bytes ? (int64_t)v->row.size_bytes : r;
+}
+
+int vol_track_flush(struct vol *v)
+{
+	pthread_rwlock_wrlock(&v->barrier);
+	track_snapshot(v->trk);
+	pthread_rwlock_unlock(&v->barrier);
+	return track_commit(v->trk);
+}
+
+/* ---------- copy jobs ---------- */
+
+static void *copier_main(void *arg);
+
+struct job *job_create(struct vol *v, struct bvol *bv, struct history *h, bool full, uint32_t base)
+{
+	struct job *j = bv->job;
+	uint64_t added = 0;
+
+	if (!j) {
+		j = calloc(1, sizeof(*j));
+		if (!j)
+			return NULL;
+		j->pending = calloc(bitmap_words(v->nr_grains) + 1, sizeof(uint64_t));
+		if (!j->pending) {
+			free(j);
+			return NULL;
+		}
+		j->v = v;
+		j->bv = bv;
+		j->nr_grains = v->nr_grains;
+	}
+	/* (re)target: a job still copying to this BV for a released history
+	 * continues, with the new history's grains added */
+	if (full) {
+		for (uint64_t g = 0; g < v->nr_grains; g++)
+			if (!bitmap_test(j->pending, g)) {
+				bitmap_set(j->pending, g);
+				added++;
+			}
+	} else {
+		for (uint64_t g = 0; g < v->nr_grains; g++)
+			if (track_grain_era(v->trk, g) > base && !bitmap_test(j->pending, g)) {
+				bitmap_set(j->pending, g);
+				added++;
+			}
+	}
+	atomic_fetch_add(&j->remaining, added);
+	atomic_store(&j->cancel, 0);
+	j->total = atomic_load(&j->remaining);
+	atomic_store(&j->copied, 0);
+	j->h = h;
+	if (!bv->job) {
+		j->next = v->jobs;
+		v->jobs = j;
+		bv->job = j;
+	}
+	if (h)
+		h->job = j;
+	return j;
+}
+
+int job_start(struct job *j)
+{
+	pthread_t t;
+	pthread_attr_t a;
+	int rc;
+
+	if (j->started)
+		return 0; /* retargeted: its thread is already running */
+	j->started = true;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	engine_thread_start(j->v->e);
+	rc = pthread_create(&t, &a, copier_main, j);
+	pthread_attr_destroy(&a);
+	if (rc) {
+		j->v->e->nr_threads--;
+		return -rc;
+	}
+	return 0;
+}
+
+static int copy_run(struct vol *v, struct job *j, uint64_t g0, uint64_t g1)
+{
+	uint64_t grain = v->row.grain_bytes;
+	int rc = 0;
+
+	stripes_lock(v, g0, g1);
+	for (uint64_t g = g0; g <= g1 && !rc;) {
+		uint64_t s, moved = 0, cnt;
+		if (!bitmap_test(j->pending, g)) {
+			g++;
+			continue;
+		}
+		for (s = g; g <= g1 && bitmap_test(j->pending, g); g++)
+			;
+		uint64_t off = s * grain, len = (g - s) * grain;
+		if (off + len > v->row.size_bytes)
+			len = v->row.size_bytes - off;
+		rc = copy_range(v->tv_fd, j->bv->fd, off, len, &moved);
+		if (rc)
+			break;
+		cnt = 0;
+		for (uint64_t x = s; x < g; x++)
+			if (bitmap_clear(j->pending, x))
+				cnt++;
+		atomic_fetch_sub(&j->remaining, cnt);
+		atomic_fetch_add(&j->copied, (moved + grain - 1) / grain);
+		atomic_fetch_add(&v->e->m.bytes_copied, moved);
+		atomic_fetch_add(&v->e->m.grains_copied, (moved + grain - 1) / grain);
+	}
+	stripes_unlock(v, g0, g1);
+	return rc;
+}
+
+static void *copier_main(void *arg)
+{
+	struct job *j = arg;
+	struct vol *v = j->v;
+	uint64_t run = COPY_RUN_BYTES / v->row.grain_bytes;
+	int rc = 0;
+
+	if (run == 0)
+		run = 1;
+	for (;;) {
+		while (!rc && atomic_load(&j->remaining) > 0 && !atomic_load(&j->cancel)) {
+			uint64_t g = 0;
+			while (!rc && !atomic_load(&j->cancel)) {
+				g = bitmap_next(j->pending, j->nr_grains, g);
+				if (g >= j->nr_grains)
+					break;
+				uint64_t end = g + run - 1;
+				if (end >= j->nr_grains)
+					end = j->nr_grains - 1;
+				rc = copy_run(v, j, g, end);
+				g = end + 1;
+			}
+		}
+		if (!rc && !atomic_load(&j->cancel) && fdatasync(j->bv->fd))
+			rc = -errno;
+		if (rc) {
+			vol_log(v, "error: physical copy to %s failed: %s", j->bv->name,
+				strerror(-rc));
+			atomic_store(&j->cancel, 1);
+		}
+		/* a retarget may have added grains (and cleared cancel) meanwhile */
+		pthread_mutex_lock(&v->e->lock);
+		if (!rc && atomic_load(&j->remaining) > 0 && !atomic_load(&j->cancel)) {
+			pthread_mutex_unlock(&v->e->lock);
+			continue;
+		}
+		job_done(j); /* unlocks e->lock, frees j */
+		break;
+	}
+	engine_thread_end(v->e);
+	return NULL;
+}
+
+/* ---------- history images ---------- */
+
+struct himg {
+	struct vol *v;
+	struct history *h;
+	enum himg_kind kind; /* resolved: DISK or TAPE */
+	struct tier_image *ti;
+	uint64_t size;
+};
+
+int grain_read_hist(struct vol *v, struct history *h, uint64_t g, void *buf)
+{
+	uint64_t grain = v->row.grain_bytes, off = g * grain, len = grain;
+	struct job *j;
+	int rc;
+
+	if (off + len > v->row.size_bytes) {
+		len = v->row.size_bytes - off;
+		memset((char *)buf + len, 0, grain - len);
+	}
+	pthread_rwlock_rdlock(&v->barrier);
+	j = h->job;
+	if (j) {
+		stripes_lock(v, g, g);
+		rc = util_pread_full(bitmap_test(j->pending, g) ? v->tv_fd : h->bv->fd, buf, len,
+				     off);
+		stripes_unlock(v, g, g);
+	} else {
+		rc = util_pread_full(h->bv->fd, buf, len, off);
+	}
+	pthread_rwlock_unlock(&v->barrier);
+	return rc;
+}
+
+int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg **out)
+{
+	struct engine *e = v->e;
+	struct himg *im = calloc(1, sizeof(*im));
+	struct history *h;
+	int rc = 0;
+
+	if (!im)
+		return -ENOMEM;
+	pthread_mutex_lock(&e->lock);
+	h = vol_hist(v, version);
+	if (!h) {
+		rc = -ENOENT;
+		goto out_unlock;
+	}
+	bool disk_ok = h->bv && h->row.disk_status != HS_FAILED;
+	bool tape_ok = h->row.tape_status == HS_SUCCEEDED;
+	if (kind == HIMG_BEST)
+		kind = disk_ok ? HIMG_DISK : HIMG_TAPE;
+	if (kind == HIMG_DISK && !h->bv) {
+		rc = -ENOENT;
+		goto out_unlock;
+	}
+	if (kind == HIMG_DISK && !disk_ok) {
+		rc = -EIO; /* a failed history has no valid image */
+		goto out_unlock;
+	}
+	if (kind == HIMG_TAPE) {
+		if (h->row.tape_status == HS_NONE) {
+			rc = -ENOENT;
+			goto out_unlock;
+		}
+		if (!tape_ok) {
+			rc = h->row.tape_status == HS_EXECUTING ? -EAGAIN : -EIO;
+			goto out_unlock;
+		}
+		struct pool *p = engine_pool(e, h->row.pool);
+		char err[256];
+		if (!p) {
+			rc = -EIO;
+			goto out_unlock;
+		}
+		rc = engine_pool_open(e, p, err, sizeof(err));
+		if (!rc)
+			rc = e->tier->image_open(p->tp, h->row.manifest, &im->ti);
+		if (rc) {
+			vol_log(v, "error: cannot open tape image of version %llu: %s",
+				(unsigned long long)version, strerror(-rc));
+			goto out_unlock;
+		}
+	}
+	im->v = v;
+	im->h = h;
+	im->kind = kind;
+	im->size = v->row.size_bytes;
+	h->readers++;
+	v->refs++;
+	v->img_readers++;
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	if (rc) {
+		free(im);
+		return rc;
+	}
+	*out = im;
+	return 0;
+}
+
+struct tier_image *im_tier(struct himg *im)
+{
+	return im->ti;
+}
+
+uint64_t himg_size(const struct himg *im)
+{
+	return im->size;
+}
+
+ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
+{
+	struct vol *v = im->v;
+	struct history *h = im->h;
+	uint64_t grain = v->row.grain_bytes;
+	struct job *j;
+	int rc = 0;
+
+	if (off >= im->size)
+		return 0;
+	if (len > im->size - off)
+		len = (size_t)(im->size - off);
+	if (im->kind == HIMG_TAPE) {
+		ssize_t n = v->e->tier->image_read(im->ti, buf, len, off);
+		if (n < 0) {
+			atomic_fetch_add(&v->e->m.io_errors, 1);
+			vol_log(v, "error: reading tape image of version %llu at %llu: %s",
+				(unsigned long long)h->row.version, (unsigned long long)off,
+				strerror((int)-n));
+		}
+		return n;
+	}
+	pthread_rwlock_rdlock(&v->barrier);
+	j = h->job;
+	if (!j) {
+		rc = util_pread_full(h->bv->fd, buf, len, off);
+	} else {
+		uint64_t pos = off, end = off + len;
+		while (pos < end && !rc) {
+			uint64_t g = pos / grain;
+			uint64_t gend = (g + 1) * grain < end ? (g + 1) * grain : end;
+			stripes_lock(v, g, g);
+			rc = util_pread_full(bitmap_test(j->pending, g) ? v->tv_fd : h->bv->fd,
+					     (char *)buf + (pos - off), (size_t)(gend - pos), pos);
+			stripes_unlock(v, g, g);
+			pos = gend;
+		}
+	}
+	pthread_rwlock_unlock(&v->barrier);
+	if (rc) {
+		atomic_fetch_add(&v->e->m.io_errors, 1);
+		return rc;
+	}
+	return (ssize_t)len;
+}
+
+int himg_direct(struct himg *im, uint64_t off, size_t len, int *fd, uint64_t *fd_off)
+{
+	int ok = 0;
+
+	if (im->kind != HIMG_DISK || off >= im->size)
+		return 0;
+	pthread_rwlock_rdlock(&im->v->barrier);
+	if (!im->h->job) {
+		*fd = im->h->bv->fd;
+		*fd_off = off;
+		ok = 1;
+	}
+	pthread_rwlock_unlock(&im->v->barrier);
+	return ok;
+}
+
+int64_t himg_seek(struct himg *im, uint64_t off, int whence)
+{
+	int64_t r;
+
+	if (off >= im->size)
+		return -ENXIO;
+	if (im->kind == HIMG_TAPE)
+		return im->v->e->tier->image_seek(im->ti, off, whence);
+	pthread_rwlock_rdlock(&im->v->barrier);
+	if (im->h->job) {
+		r = whence == SEEK_DATA ? (int64_t)off : (int64_t)im->size;
+	} else {
+		off_t x = lseek(im->h->bv->fd, (off_t)off, whence);
+		if (x < 0)
+			r = errno == ENXIO && whence == SEEK_HOLE ? (int64_t)im->size : -errno;
+		else
+			r = x > (off_t)im->size ? (int64_t)im->size : x;
+	}
+	pthread_rwlock_unlock(&im->v->barrier);
+	return r;
+}
+
+void himg_close(struct himg *im)
+{
+	struct engine *e = im->v->e;
+
+	if (im->ti)
+		e->tier->image_close(im->ti);
+	pthread_mutex_lock(&e->lock);
+	im->h->readers--;
+	im->v->img_readers--;
+	pthread_mutex_unlock(&e->lock);
+	vol_put(im->v);
+	free(im);
+}

@@ -1,0 +1,30 @@
+/*
+ * fs.h — the FUSE adapter: libfuse3 low-level operations over the engine.
+ *
+ * It decodes each request (inode numbers encode volume, version and kind, see
+ * fs.c), calls one engine function and replies. No policy lives here.
+ */
+#ifndef ACMFS_FS_H
+#define ACMFS_FS_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+
+#include "engine.h"
+
+struct fs {
+	struct engine *e;
+	struct fuse_session *se;
+	uid_t uid;
+	gid_t gid;
+	bool allow_other;
+	bool writeback;
+	char store[4096];
+};
+
+extern const struct fuse_lowlevel_ops fs_ops;
+/* engine callback: drop cached pages of a volume's data file */
+void fs_inval_data(void *arg, uint64_t vol_id);
+
+#endif

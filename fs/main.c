@@ -1,0 +1,165 @@
+/*
+ * main.c — the acmfs daemon: `acmfs [-f] [-o opts] STORE MOUNTPOINT`.
+ *
+ * Parses options (ours: -o writeback, -o flush_ms=N; the rest go to libfuse),
+ * opens the engine on STORE (creating it, taking its lock), mounts, runs the
+ * multi-threaded FUSE loop until unmount or SIGTERM/SIGINT, then closes the
+ * engine cleanly (copies finish, tracking is flushed).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+#include "tier.h"
+#include "../tape/tier.h"
+
+#define LOG_PREFIX "main"
+
+struct opts {
+	int writeback;
+	int flush_ms;
+	int show_help;
+	int show_version;
+	char *store;
+};
+
+#define OPT(t, p, v) { t, offsetof(struct opts, p), v }
+static const struct fuse_opt opt_spec[] = {
+	OPT("writeback", writeback, 1),
+	OPT("flush_ms=%d", flush_ms, 0),
+	OPT("--version", show_version, 1),
+	OPT("-V", show_version, 1),
+	OPT("--help", show_help, 1),
+	OPT("-h", show_help, 1),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct opts *o = data;
+
+	if (key == FUSE_OPT_KEY_NONOPT && !o->store) {
+		o->store = strdup(arg);
+		return 0;
+	}
+	return 1;
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [-f] [-d] [-o opt[,opt...]] STORE MOUNTPOINT\n"
+	       "\n"
+	       "Mount the acmfs store STORE (created if missing) on MOUNTPOINT.\n"
+	       "\n"
+	       "acmfs options:\n"
+	       "    -o writeback        use the kernel's writeback cache for volumes' data files\n"
+	       "                        (a backup then holds what was flushed, as on a disk array)\n"
+	       "    -o flush_ms=N       period of the tracking map flush (default 5000)\n"
+	       "    -o allow_other      let other users in (default_permissions is then forced;\n"
+	       "                        only the owner or root may write any ctl)\n"
+	       "    -f                  stay in the foreground\n"
+	       "    -d                  debug (implies -f)\n"
+	       "    -V, --version       print the version\n"
+	       "    -h, --help          this help\n"
+	       "\n"
+	       "The mounted tree, the control language and the tools: see README in the mount.\n",
+	       prog);
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts cl;
+	struct opts o = { 0 };
+	struct fs fs = { 0 };
+	struct engine_opts eo = { 0 };
+	struct fuse_loop_config *lc = NULL;
+	char err[512] = "";
+	int rc = 1;
+
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
+		return 1;
+	if (o.show_help) {
+		usage(argv[0]);
+		fuse_opt_free_args(&args);
+		return 0;
+	}
+	if (o.show_version) {
+		printf("acmfs %s (libfuse %s)\n", ACMFS_VERSION, fuse_pkgversion());
+		fuse_opt_free_args(&args);
+		return 0;
+	}
+	/* allow_other forces default_permissions: the kernel then checks modes */
+	for (int i = 0; i < args.argc; i++)
+		if (strstr(args.argv[i], "allow_other")) {
+			fs.allow_other = true;
+			fuse_opt_add_arg(&args, "-odefault_permissions");
+			break;
+		}
+	if (fuse_parse_cmdline(&args, &cl) != 0)
+		return 1;
+	if (!o.store || !cl.mountpoint) {
+		fprintf(stderr, "acmfs: usage: acmfs [-f] [-o opts] STORE MOUNTPOINT\n");
+		goto out_args;
+	}
+	if (!realpath(o.store, fs.store))
+		snprintf(fs.store, sizeof(fs.store), "%s", o.store);
+
+	fs.uid = getuid();
+	fs.gid = getgid();
+	fs.writeback = o.writeback;
+	eo.store = o.store;
+	eo.mountpoint = cl.mountpoint;
+	eo.tier = &tape_tier_ops;
+	eo.inval_data = fs_inval_data;
+	eo.inval_arg = &fs;
+	eo.flush_ms = o.flush_ms > 0 ? (unsigned)o.flush_ms : 0;
+	if (engine_open(&eo, &fs.e, err, sizeof(err))) {
+		fprintf(stderr, "acmfs: %s\n", err);
+		goto out_args;
+	}
+	if (!realpath(o.store, fs.store))
+		snprintf(fs.store, sizeof(fs.store), "%s", o.store);
+	fs.se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
+	if (!fs.se)
+		goto out_engine;
+	if (fuse_set_signal_handlers(fs.se) != 0)
+		goto out_session;
+	if (fuse_session_mount(fs.se, cl.mountpoint) != 0) {
+		fprintf(stderr, "acmfs: cannot mount on %s\n", cl.mountpoint);
+		goto out_signals;
+	}
+	log_info("mounted %s on %s", fs.store, cl.mountpoint);
+	fuse_daemonize(cl.foreground);
+	if (cl.singlethread) {
+		rc = fuse_session_loop(fs.se);
+	} else {
+		lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, cl.clone_fd);
+		fuse_loop_cfg_set_max_threads(lc, cl.max_threads ? cl.max_threads : 16);
+		fuse_loop_cfg_set_idle_threads(lc, cl.max_idle_threads > 0 ? cl.max_idle_threads : 10);
+		rc = fuse_session_loop_mt(fs.se, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	rc = rc < 0 ? 1 : 0;
+	fuse_session_unmount(fs.se);
+out_signals:
+	fuse_remove_signal_handlers(fs.se);
+out_session:
+	fuse_session_destroy(fs.se);
+	fs.se = NULL;
+out_engine:
+	engine_close(fs.e);
+	log_info("store closed");
+out_args:
+	free(cl.mountpoint);
+	free(o.store);
+	fuse_opt_free_args(&args);
+	return rc;
+}

@@ -1,0 +1,287 @@
+/*
+ * backend_file.c — a pool in a local directory (file:///abs/dir).
+ *
+ * Key "a/b/c" is the file DIR/a/b/c. A put writes DIR/a/b/.c.tmp.<random>,
+ * fsyncs it, renames it over the final name and fsyncs the directory, so a
+ * crash leaves the old object, no object or the new one — never a torn one.
+ * Temporary files (names starting with '.') are invisible to list. No locks:
+ * the kernel serialises what needs serialising. Errors: -errno of the failing
+ * syscall, logged once with the path.
+ */
+#include "backend.h"
+#include "log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct file_backend {
+	struct tape_backend base;
+	char root[PATH_MAX]; /* immutable after open */
+};
+
+static struct file_backend *fb(struct tape_backend *be)
+{
+	return (struct file_backend *)be;
+}
+
+static int key_ok(const char *key)
+{
+	/* no absolute keys, no "..", no empty components */
+	if (!*key || key[0] == '/' || strstr(key, "..") || strstr(key, "//"))
+		return 0;
+	return 1;
+}
+
+static int make_path(struct file_backend *f, const char *key, char *out)
+{
+	if (!key_ok(key))
+		return -EINVAL;
+	int n = snprintf(out, PATH_MAX, "%s/%s", f->root, key);
+	return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
+}
+
+static int mkdirs(char *path) /* creates every directory in path's dirname */
+{
+	for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {
+		*p = '\0';
+		int rc = mkdir(path, 0755);
+		*p = '/';
+		if (rc && errno != EEXIST)
+			return -errno;
+	}
+	return 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = fsync(fd) ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+static int file_put(struct tape_backend *be, const char *key, const void *buf, size_t len)
+{
+	struct file_backend *f = fb(be);
+	char path[PATH_MAX], tmp[PATH_MAX + 64], dir[PATH_MAX];
+	uint64_t rnd = 0;
+	int fd, rc = make_path(f, key, path);
+	if (rc)
+		return rc;
+	rc = mkdirs(path);
+	if (rc)
+		goto out_log;
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	*slash = '\0';
+	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+		rnd ^= (uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)buf;
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%016llx", dir, slash + 1, (unsigned long long)rnd);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = -errno;
+		goto out_log;
+	}
+	const uint8_t *p = buf;
+	size_t left = len;
+	while (left) {
+		ssize_t n = write(fd, p, left);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			goto out_unlink;
+		}
+		p += n;
+		left -= (size_t)n;
+	}
+	if (fsync(fd)) {
+		rc = -errno;
+		goto out_unlink;
+	}
+	if (close(fd)) {
+		fd = -1;
+		rc = -errno;
+		goto out_unlink;
+	}
+	fd = -1;
+	if (rename(tmp, path)) {
+		rc = -errno;
+		goto out_unlink;
+	}
+	rc = fsync_dir(dir);
+	if (rc)
+		goto out_log;
+	return 0;
+out_unlink:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+out_log:
+	tape_log(TAPE_LOG_ERR, "file pool: put %s: %s", path, strerror(-rc));
+	return rc;
+}
+
+static ssize_t file_get(struct tape_backend *be, const char *key, uint64_t off, void *buf,
+			size_t len)
+{
+	char path[PATH_MAX];
+	int rc = make_path(fb(be), key, path);
+	if (rc)
+		return rc;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	size_t got = 0;
+	ssize_t ret = 0;
+	while (got < len) {
+		ssize_t n = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			tape_log(TAPE_LOG_ERR, "file pool: read %s: %s", path, strerror(errno));
+			break;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	return ret ? ret : (ssize_t)got;
+}
+
+static int file_head(struct tape_backend *be, const char *key, struct tape_obj_info *oi)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int rc = make_path(fb(be), key, path);
+	if (rc)
+		return rc;
+	if (stat(path, &st))
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -ENOENT;
+	snprintf(oi->key, sizeof(oi->key), "%s", key);
+	oi->size_bytes = (uint64_t)st.st_size;
+	oi->mtime = st.st_mtime;
+	return 0;
+}
+
+/* Walks DIR/rel recursively, reporting regular files whose key has prefix. */
+static int walk(struct file_backend *f, const char *rel, const char *prefix, tape_list_cb cb,
+		void *arg)
+{
+	char path[PATH_MAX];
+	int n = snprintf(path, sizeof(path), "%s/%s", f->root, rel);
+	if (n < 0 || n >= PATH_MAX)
+		return -ENAMETOOLONG;
+	DIR *d = opendir(path);
+	if (!d)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+	int rc = 0;
+	struct dirent *de;
+	while (!rc && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char key[512];
+		n = snprintf(key, sizeof(key), "%s%s%s", rel, *rel ? "/" : "", de->d_name);
+		if (n < 0 || n >= (int)sizeof(key))
+			continue;
+		/* prune subtrees that cannot match */
+		size_t kl = strlen(key), pl = strlen(prefix);
+		if (strncmp(key, prefix, kl < pl ? kl : pl) != 0)
+			continue;
+		struct stat st;
+		char full[PATH_MAX + 512];
+		snprintf(full, sizeof(full), "%s/%s", f->root, key);
+		if (lstat(full, &st))
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			rc = walk(f, key, prefix, cb, arg);
+		} else if (S_ISREG(st.st_mode) && kl >= pl && kl < 256) {
+			struct tape_obj_info oi;
+			snprintf(oi.key, sizeof(oi.key), "%s", key);
+			oi.size_bytes = (uint64_t)st.st_size;
+			oi.mtime = st.st_mtime;
+			rc = cb(arg, &oi);
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+static int file_list(struct tape_backend *be, const char *prefix, tape_list_cb cb, void *arg)
+{
+	return walk(fb(be), "", prefix, cb, arg);
+}
+
+static int file_del(struct tape_backend *be, const char *key)
+{
+	char path[PATH_MAX];
+	int rc = make_path(fb(be), key, path);
+	if (rc)
+		return rc;
+	if (unlink(path))
+		return -errno;
+	*strrchr(path, '/') = '\0';
+	return fsync_dir(path);
+}
+
+static void file_close(struct tape_backend *be)
+{
+	free(fb(be));
+}
+
+static const struct tape_backend_ops file_ops = {
+	.name = "file",
+	.put = file_put,
+	.get = file_get,
+	.head = file_head,
+	.list = file_list,
+	.del = file_del,
+	.close = file_close,
+};
+
+int tape_backend_file_open(const char *dir, struct tape_backend **out, char *err, size_t errlen)
+{
+	struct file_backend *f = calloc(1, sizeof(*f));
+	if (!f) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	f->base.ops = &file_ops;
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	if (n >= sizeof(f->root) - 300) {
+		free(f);
+		snprintf(err, errlen, "pool path too long");
+		return -ENAMETOOLONG;
+	}
+	memcpy(f->root, dir, n);
+	f->root[n] = '\0';
+	char tmp[PATH_MAX + 2];
+	snprintf(tmp, sizeof(tmp), "%s/", f->root);
+	int rc = mkdirs(tmp);
+	struct stat st;
+	if (!rc && (stat(f->root, &st) || !S_ISDIR(st.st_mode)))
+		rc = -ENOTDIR;
+	if (rc) {
+		snprintf(err, errlen, "pool directory %s: %s", f->root, strerror(-rc));
+		free(f);
+		return rc;
+	}
+	*out = &f->base;
+	return 0;
+}

@@ -1,0 +1,901 @@
+/*
+ * backend_s3.c — a pool in an S3 bucket (s3://bucket[/prefix]), via libcurl.
+ *
+ * Requests are signed with tape/sigv4.c (header auth, with the payload's
+ * real SHA-256 or UNSIGNED-PAYLOAD in x-amz-content-sha256 — some servers,
+ * s3rver among them, require the header). Options: endpoint=URL (default
+ * https://s3.REGION.amazonaws.com), region= (us-east-1), path_style=1,
+ * credentials=/path (a 0600 file of access_key_id=… secret_access_key=…
+ * [session_token=…]; otherwise AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+ * AWS_SESSION_TOKEN), ca=/pem, timeout_s= (stall timeout, 30),
+ * retries= (8), retry_s= (total retry budget, 120). TLS peer and host
+ * verification are always on.
+ *
+ * Concurrency: easy handles come from a pool (one per concurrent request) and
+ * share DNS, TLS sessions and the connection cache through a CURLSH whose
+ * locks are per data type. Transient failures (timeouts, resets, 5xx, 429,
+ * SlowDown, truncated bodies) are retried with capped exponential backoff and
+ * jitter, bounded in count and total time.
+ *
+ * Errors: 404 → -ENOENT, 403 → -EACCES, other 4xx → -EINVAL, transient
+ * exhausted → -EIO/-ETIMEDOUT. The raw cause (curl code, HTTP status, S3
+ * error code) is logged once here; credentials are never logged or placed in
+ * an error string.
+ */
+#include "backend.h"
+#include "format.h"
+#include "log.h"
+#include "sigv4.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#define S3_MAX_HANDLES 32
+
+struct s3_backend {
+	struct tape_backend base;
+	/* immutable after open */
+	char scheme_host[512]; /* "http://127.0.0.1:9000" or "https://bucket.s3..." */
+	char host[256];	       /* Host header value */
+	char bucket[64];
+	char prefix[256];      /* "" or "dir/sub/" */
+	char region[64];
+	int path_style;
+	char ca[512];
+	char access_key[128];
+	char secret_key[128];
+	char *session_token;
+	long timeout_s;
+	int retries;
+	long retry_ms;
+
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	pthread_mutex_t lock;
+	CURL *idle[S3_MAX_HANDLES]; /* protected by lock */
+	int nr_idle;
+};
+
+static struct s3_backend *s3(struct tape_backend *be)
+{
+	return (struct s3_backend *)be;
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
+{
+	(void)h;
+	(void)access;
+	pthread_mutex_lock(&((struct s3_backend *)arg)->share_locks[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *arg)
+{
+	(void)h;
+	pthread_mutex_unlock(&((struct s3_backend *)arg)->share_locks[data]);
+}
+
+static CURL *handle_get(struct s3_backend *b)
+{
+	CURL *h = NULL;
+	pthread_mutex_lock(&b->lock);
+	if (b->nr_idle)
+		h = b->idle[--b->nr_idle];
+	pthread_mutex_unlock(&b->lock);
+	if (h)
+		curl_easy_reset(h);
+	else
+		h = curl_easy_init();
+	return h;
+}
+
+static void handle_put(struct s3_backend *b, CURL *h)
+{
+	pthread_mutex_lock(&b->lock);
+	if (b->nr_idle < S3_MAX_HANDLES) {
+		b->idle[b->nr_idle++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&b->lock);
+	if (h)
+		curl_easy_cleanup(h);
+}
+
+/* ---- one HTTP exchange ---- */
+
+struct s3_req {
+	const char *method;
+	const char *key;	/* object key relative to the pool, or NULL (bucket) */
+	const char *query;	/* canonical query or "" */
+	const uint8_t *body;	/* PUT payload */
+	size_t body_len;
+	int ranged;
+	uint64_t off;		/* range */
+	size_t len;
+	/* response */
+	uint8_t *out;		/* fixed destination (GET) or NULL */
+	size_t out_cap;
+	uint8_t *dyn;		/* growing body (list, errors) */
+	size_t dyn_len, dyn_cap, dyn_max;
+	size_t got;
+	uint64_t skip;		/* bytes to drop when a Range was ignored */
+	long status;
+	CURL *h;
+	uint64_t content_length;
+	int have_cl;
+	int64_t last_modified;
+	size_t put_pos;
+};
+
+static size_t on_write(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct s3_req *r = arg;
+	size_t n = size * nmemb, take = n;
+	const char *p = ptr;
+	if (!r->status)
+		curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &r->status);
+	if (r->out && r->status >= 200 && r->status < 300) {
+		if (r->ranged && r->status == 200 && r->skip) { /* Range ignored */
+			size_t s = r->skip < take ? (size_t)r->skip : take;
+			r->skip -= s;
+			p += s;
+			take -= s;
+		}
+		size_t room = r->out_cap - r->got;
+		if (take > room)
+			take = room; /* more than asked: drop the rest */
+		memcpy(r->out + r->got, p, take);
+		r->got += take;
+		return n;
+	}
+	/* error bodies and listings */
+	if (r->dyn_len + take > r->dyn_max)
+		take = r->dyn_max > r->dyn_len ? r->dyn_max - r->dyn_len : 0;
+	if (r->dyn_len + take + 1 > r->dyn_cap) {
+		size_t cap = r->dyn_cap ? r->dyn_cap : 4096;
+		while (cap < r->dyn_len + take + 1)
+			cap *= 2;
+		uint8_t *nb = realloc(r->dyn, cap);
+		if (!nb)
+			return 0; /* aborts the transfer */
+		r->dyn = nb;
+		r->dyn_cap = cap;
+	}
+	memcpy(r->dyn + r->dyn_len, p, take);
+	r->dyn_len += take;
+	r->dyn[r->dyn_len] = '\0';
+	return n;
+}
+
+static size_t on_read(char *buf, size_t size, size_t nmemb, void *arg)
+{
+	struct s3_req *r = arg;
+	size_t n = size * nmemb;
+	if (n > r->body_len - r->put_pos)
+		n = r->body_len - r->put_pos;
+	memcpy(buf, r->body + r->put_pos, n);
+	r->put_pos += n;
+	return n;
+}
+
+static int on_seek(void *arg, curl_off_t off, int origin)
+{
+	struct s3_req *r = arg;
+	if (origin != SEEK_SET || off < 0 || (size_t)off > r->body_len)
+		return CURL_SEEKFUNC_FAIL;
+	r->put_pos = (size_t)off;
+	return CURL_SEEKFUNC_OK;
+}
+
+static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
+{
+	struct s3_req *r = arg;
+	size_t n = size * nmemb;
+	char line[256];
+	size_t l = n < sizeof(line) - 1 ? n : sizeof(line) - 1;
+	memcpy(line, buf, l);
+	line[l] = '\0';
+	line[strcspn(line, "\r\n")] = '\0';
+	if (strncmp(line, "HTTP/", 5) == 0) { /* a new response (after 100 or redirects) */
+		r->have_cl = 0;
+		r->status = 0;
+	} else if (strncasecmp(line, "content-length:", 15) == 0) {
+		r->content_length = strtoull(line + 15, NULL, 10);
+		r->have_cl = 1;
+	} else if (strncasecmp(line, "last-modified:", 14) == 0) {
+		struct tm tm = {0};
+		const char *v = line + 14;
+		while (*v == ' ')
+			v++;
+		if (strptime(v, "%a, %d %b %Y %H:%M:%S", &tm))
+			r->last_modified = timegm(&tm);
+	}
+	return n;
+}
+
+static void amz_now(char out[17])
+{
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
+}
+
+/* path part of the URL, already encoded; also the canonical URI */
+static int build_path(struct s3_backend *b, const char *key, char *out, size_t outlen)
+{
+	char raw[1024], enc[3072];
+	int n;
+	if (key)
+		n = snprintf(raw, sizeof(raw), "%s%s", b->prefix, key);
+	else
+		n = 0, raw[0] = '\0';
+	if (n < 0 || (size_t)n >= sizeof(raw))
+		return -ENAMETOOLONG;
+	int rc = sigv4_uri_encode(raw, 1, enc, sizeof(enc));
+	if (rc)
+		return rc;
+	if (b->path_style)
+		n = snprintf(out, outlen, "/%s%s%s", b->bucket, key ? "/" : "", enc);
+	else
+		n = snprintf(out, outlen, "/%s", enc);
+	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
+}
+
+enum { TRY_OK, TRY_RETRY, TRY_FAIL };
+
+/* One attempt. Returns TRY_*; *err gets the errno for a final failure. */
+static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *why, size_t whylen)
+{
+	char path[3200], url[4096], amz_date[17], payload_hash[65], auth[1024];
+	char h_host[300], h_sha[100], h_date[64], h_range[80], *h_tok = NULL;
+	struct curl_slist *hdrs = NULL;
+	int rc, ret = TRY_FAIL;
+	CURL *h = handle_get(b);
+	if (!h) {
+		*err = -ENOMEM;
+		return TRY_FAIL;
+	}
+	r->h = h;
+	r->status = 0;
+	r->got = 0;
+	r->dyn_len = 0;
+	r->have_cl = 0;
+	r->put_pos = 0;
+	r->skip = r->ranged ? r->off : 0;
+
+	rc = build_path(b, r->key, path, sizeof(path));
+	if (rc) {
+		*err = rc;
+		goto out_handle;
+	}
+	snprintf(url, sizeof(url), "%s%s%s%s", b->scheme_host, path, *r->query ? "?" : "",
+		 r->query);
+	amz_now(amz_date);
+	if (r->body) {
+		uint8_t md[32];
+		tape_sha256(r->body, r->body_len, md);
+		tape_hex(md, 32, payload_hash);
+	} else {
+		/* SHA-256 of the empty payload */
+		snprintf(payload_hash, sizeof(payload_hash), "%s",
+			 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	}
+	struct sigv4_header sh[4] = {
+		{"host", b->host},
+		{"x-amz-content-sha256", payload_hash},
+		{"x-amz-date", amz_date},
+		{"x-amz-security-token", b->session_token},
+	};
+	struct sigv4_request sr = {
+		.method = r->method,
+		.canonical_uri = path,
+		.canonical_query = r->query,
+		.headers = sh,
+		.nr_headers = b->session_token ? 4 : 3,
+		.payload_hash = payload_hash,
+	};
+	struct sigv4_credentials cr = {b->access_key, b->secret_key, b->region, "s3"};
+	rc = sigv4_authorization(&sr, &cr, amz_date, auth, sizeof(auth));
+	if (rc) {
+		*err = rc;
+		goto out_handle;
+	}
+	char h_auth[1100];
+	snprintf(h_auth, sizeof(h_auth), "Authorization: %s", auth);
+	OPENSSL_cleanse(auth, sizeof(auth));
+	snprintf(h_host, sizeof(h_host), "Host: %s", b->host);
+	snprintf(h_sha, sizeof(h_sha), "x-amz-content-sha256: %s", payload_hash);
+	snprintf(h_date, sizeof(h_date), "x-amz-date: %s", amz_date);
+	hdrs = curl_slist_append(hdrs, h_host);
+	hdrs = curl_slist_append(hdrs, h_sha);
+	hdrs = curl_slist_append(hdrs, h_date);
+	hdrs = curl_slist_append(hdrs, h_auth);
+	hdrs = curl_slist_append(hdrs, "Expect:");
+	if (b->session_token) {
+		size_t tl = strlen(b->session_token) + 32;
+		h_tok = malloc(tl);
+		if (h_tok) {
+			snprintf(h_tok, tl, "x-amz-security-token: %s", b->session_token);
+			hdrs = curl_slist_append(hdrs, h_tok);
+		}
+	}
+	if (r->ranged) {
+		snprintf(h_range, sizeof(h_range), "Range: bytes=%llu-%llu",
+			 (unsigned long long)r->off, (unsigned long long)(r->off + r->len - 1));
+		hdrs = curl_slist_append(hdrs, h_range);
+	}
+	OPENSSL_cleanse(h_auth, sizeof(h_auth));
+	if (!hdrs) {
+		*err = -ENOMEM;
+		goto out_handle;
+	}
+
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_SHARE, b->share);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (*b->ca)
+		curl_easy_setopt(h, CURLOPT_CAINFO, b->ca);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+	if (strcmp(r->method, "PUT") == 0) {
+		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, r);
+		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(h, CURLOPT_SEEKDATA, r);
+		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
+	} else if (strcmp(r->method, "HEAD") == 0) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else if (strcmp(r->method, "DELETE") == 0) {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
+	}
+
+	CURLcode cc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+	if (cc != CURLE_OK) {
+		snprintf(why, whylen, "%s %s: %s", r->method, r->key ? r->key : "(bucket)",
+			 curl_easy_strerror(cc));
+		switch (cc) {
+		case CURLE_OPERATION_TIMEDOUT:
+			*err = -ETIMEDOUT;
+			ret = TRY_RETRY;
+			break;
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_SEND_ERROR:
+		case CURLE_RECV_ERROR:
+		case CURLE_GOT_NOTHING:
+		case CURLE_PARTIAL_FILE:
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_HTTP2:
+		case CURLE_HTTP2_STREAM:
+		case CURLE_SSL_CONNECT_ERROR:
+			*err = -EIO;
+			ret = TRY_RETRY;
+			break;
+		case CURLE_PEER_FAILED_VERIFICATION:
+			*err = -EACCES;
+			break;
+		case CURLE_OUT_OF_MEMORY:
+		case CURLE_WRITE_ERROR:
+			*err = -ENOMEM;
+			break;
+		default:
+			*err = -EIO;
+			break;
+		}
+		goto out_hdrs;
+	}
+	long st = r->status;
+	if (st >= 200 && st < 300) {
+		if (r->out && strcmp(r->method, "GET") == 0) {
+			/* truncated body: retry */
+			size_t want = r->len;
+			if (r->have_cl && st == 206 && r->content_length < want)
+				want = (size_t)r->content_length; /* object ends earlier */
+			if (r->have_cl && st == 200) {
+				uint64_t avail = r->content_length > r->off ? r->content_length - r->off
+									    : 0;
+				if (avail < want)
+					want = (size_t)avail;
+			}
+			if (r->got < want) {
+				snprintf(why, whylen, "GET %s: short body (%zu of %zu)", r->key, r->got,
+					 want);
+				*err = -EIO;
+				ret = TRY_RETRY;
+				goto out_hdrs;
+			}
+		}
+		ret = TRY_OK;
+		goto out_hdrs;
+	}
+	/* S3 error: extract <Code> for the log */
+	char code[64] = "";
+	if (r->dyn) {
+		const char *c = strstr((char *)r->dyn, "<Code>");
+		if (c) {
+			c += 6;
+			size_t cl = strcspn(c, "<");
+			if (cl >= sizeof(code))
+				cl = sizeof(code) - 1;
+			memcpy(code, c, cl);
+			code[cl] = '\0';
+		}
+	}
+	snprintf(why, whylen, "%s %s: HTTP %ld %s", r->method, r->key ? r->key : "(bucket)", st, code);
+	if (st == 404) {
+		*err = -ENOENT;
+	} else if (st == 416) {
+		r->got = 0;
+		ret = TRY_OK;
+	} else if (st == 403) {
+		*err = -EACCES;
+	} else if (st >= 500 || st == 429 || st == 408 || strcmp(code, "SlowDown") == 0 ||
+		   strcmp(code, "RequestTimeout") == 0) {
+		*err = -EIO;
+		ret = TRY_RETRY;
+	} else {
+		*err = -EINVAL;
+	}
+out_hdrs:
+	curl_slist_free_all(hdrs);
+	free(h_tok);
+out_handle:
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	handle_put(b, h);
+	return ret;
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Runs a request with retries. Returns 0 or -errno (logged once). */
+static int s3_do(struct s3_backend *b, struct s3_req *r)
+{
+	char why[512] = "";
+	long start = now_ms(), delay = 100;
+	int err = 0;
+	if (!r->dyn_max)
+		r->dyn_max = 64 * 1024;
+	for (int attempt = 0;; attempt++) {
+		err = 0;
+		int t = s3_attempt(b, r, &err, why, sizeof(why));
+		if (t == TRY_OK)
+			return 0;
+		if (t == TRY_FAIL)
+			break;
+		if (attempt >= b->retries || now_ms() - start + delay > b->retry_ms) {
+			tape_log(TAPE_LOG_ERR, "s3: giving up after %d attempts: %s", attempt + 1,
+				 why);
+			return err;
+		}
+		tape_log(TAPE_LOG_INFO, "s3: retrying (%s)", why);
+		unsigned int rnd = 0;
+		RAND_bytes((unsigned char *)&rnd, sizeof(rnd));
+		long sleep_ms = delay / 2 + (long)(rnd % (unsigned)(delay / 2 + 1));
+		struct timespec ts = {sleep_ms / 1000, (sleep_ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+		delay = delay * 2 > 5000 ? 5000 : delay * 2;
+	}
+	if (err != -ENOENT)
+		tape_log(TAPE_LOG_ERR, "s3: %s", why);
+	return err;
+}
+
+/* ---- methods ---- */
+
+static int s3_put(struct tape_backend *be, const char *key, const void *buf, size_t len)
+{
+	struct s3_req r = {.method = "PUT", .key = key, .query = "", .body = buf, .body_len = len};
+	int rc = s3_do(s3(be), &r);
+	free(r.dyn);
+	return rc;
+}
+
+static ssize_t s3_get(struct tape_backend *be, const char *key, uint64_t off, void *buf, size_t len)
+{
+	if (!len)
+		return 0;
+	struct s3_req r = {.method = "GET",
+			   .key = key,
+			   .query = "",
+			   .ranged = 1,
+			   .off = off,
+			   .len = len,
+			   .out = buf,
+			   .out_cap = len};
+	int rc = s3_do(s3(be), &r);
+	free(r.dyn);
+	return rc ? rc : (ssize_t)r.got;
+}
+
+static int s3_head(struct tape_backend *be, const char *key, struct tape_obj_info *oi)
+{
+	struct s3_req r = {.method = "HEAD", .key = key, .query = ""};
+	int rc = s3_do(s3(be), &r);
+	free(r.dyn);
+	if (rc)
+		return rc;
+	snprintf(oi->key, sizeof(oi->key), "%s", key);
+	oi->size_bytes = r.content_length;
+	oi->mtime = r.last_modified;
+	return 0;
+}
+
+static int s3_del(struct tape_backend *be, const char *key)
+{
+	struct tape_obj_info oi;
+	int rc = s3_head(be, key, &oi); /* S3 answers 204 for absent keys */
+	if (rc)
+		return rc;
+	struct s3_req r = {.method = "DELETE", .key = key, .query = ""};
+	rc = s3_do(s3(be), &r);
+	free(r.dyn);
+	return rc;
+}
+
+/* text of <tag>…</tag> after *pos, XML entities decoded; 0 if absent */
+static int xml_take(const char *s, const char *end, const char *tag, char *out, size_t outlen)
+{
+	char open[64], close[64];
+	snprintf(open, sizeof(open), "<%s>", tag);
+	snprintf(close, sizeof(close), "</%s>", tag);
+	const char *a = strstr(s, open);
+	if (!a || a >= end)
+		return 0;
+	a += strlen(open);
+	const char *z = strstr(a, close);
+	if (!z || z > end)
+		return 0;
+	size_t o = 0;
+	for (const char *p = a; p < z && o + 1 < outlen; p++) {
+		if (*p == '&') {
+			static const struct {
+				const char *ent;
+				char c;
+			} ents[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'},
+				    {"&apos;", '\''}};
+			int hit = 0;
+			for (size_t i = 0; i < sizeof(ents) / sizeof(ents[0]); i++)
+				if (strncmp(p, ents[i].ent, strlen(ents[i].ent)) == 0) {
+					out[o++] = ents[i].c;
+					p += strlen(ents[i].ent) - 1;
+					hit = 1;
+					break;
+				}
+			if (hit)
+				continue;
+		}
+		out[o++] = *p;
+	}
+	out[o] = '\0';
+	return 1;
+}
+
+static int s3_list(struct tape_backend *be, const char *prefix, tape_list_cb cb, void *arg)
+{
+	struct s3_backend *b = s3(be);
+	char token[1024] = "", full[600], enc_prefix[1800], enc_token[3100], query[5000];
+	int rc = 0;
+	int n = snprintf(full, sizeof(full), "%s%s", b->prefix, prefix);
+	if (n < 0 || (size_t)n >= sizeof(full))
+		return -ENAMETOOLONG;
+	rc = sigv4_uri_encode(full, 0, enc_prefix, sizeof(enc_prefix));
+	if (rc)
+		return rc;
+	size_t plen = strlen(b->prefix);
+	for (;;) {
+		if (*token) {
+			rc = sigv4_uri_encode(token, 0, enc_token, sizeof(enc_token));
+			if (rc)
+				return rc;
+			snprintf(query, sizeof(query), "continuation-token=%s&list-type=2&prefix=%s",
+				 enc_token, enc_prefix);
+		} else {
+			snprintf(query, sizeof(query), "list-type=2&prefix=%s", enc_prefix);
+		}
+		struct s3_req r = {.method = "GET", .key = NULL, .query = query,
+				   .dyn_max = 64u << 20};
+		rc = s3_do(b, &r);
+		if (rc) {
+			free(r.dyn);
+			return rc;
+		}
+		const char *x = r.dyn ? (const char *)r.dyn : "";
+		const char *xend = x + strlen(x);
+		for (const char *c = strstr(x, "<Contents>"); c && !rc;
+		     c = strstr(c + 1, "<Contents>")) {
+			const char *ce = strstr(c, "</Contents>");
+			if (!ce)
+				break;
+			char k[1024], sz[32] = "0", lm[64] = "";
+			struct tape_obj_info oi = {0};
+			if (!xml_take(c, ce, "Key", k, sizeof(k)))
+				continue;
+			xml_take(c, ce, "Size", sz, sizeof(sz));
+			xml_take(c, ce, "LastModified", lm, sizeof(lm));
+			if (strncmp(k, b->prefix, plen) != 0 || strlen(k + plen) >= sizeof(oi.key))
+				continue;
+			snprintf(oi.key, sizeof(oi.key), "%s", k + plen);
+			oi.size_bytes = strtoull(sz, NULL, 10);
+			struct tm tm = {0};
+			if (strptime(lm, "%Y-%m-%dT%H:%M:%S", &tm))
+				oi.mtime = timegm(&tm);
+			rc = cb(arg, &oi);
+		}
+		char trunc[16] = "false";
+		xml_take(x, xend, "IsTruncated", trunc, sizeof(trunc));
+		int more = strcmp(trunc, "true") == 0 &&
+			   xml_take(x, xend, "NextContinuationToken", token, sizeof(token));
+		free(r.dyn);
+		if (rc || !more)
+			return rc;
+	}
+}
+
+static void s3_close(struct tape_backend *be)
+{
+	struct s3_backend *b = s3(be);
+	for (int i = 0; i < b->nr_idle; i++)
+		curl_easy_cleanup(b->idle[i]);
+	if (b->share)
+		curl_share_cleanup(b->share);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&b->share_locks[i]);
+	pthread_mutex_destroy(&b->lock);
+	OPENSSL_cleanse(b->secret_key, sizeof(b->secret_key));
+	if (b->session_token) {
+		OPENSSL_cleanse(b->session_token, strlen(b->session_token));
+		free(b->session_token);
+	}
+	free(b);
+}
+
+static const struct tape_backend_ops s3_ops = {
+	.name = "s3",
+	.put = s3_put,
+	.get = s3_get,
+	.head = s3_head,
+	.list = s3_list,
+	.del = s3_del,
+	.close = s3_close,
+};
+
+/* ---- open ---- */
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+		s[--n] = '\0';
+	return s;
+}
+
+static int load_credentials_file(struct s3_backend *b, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	char line[4096];
+	int rc = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "credentials file %s: %s", path, strerror(errno));
+		return rc;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (st.st_mode & 077) ||
+	    st.st_uid != geteuid()) {
+		close(fd);
+		snprintf(err, errlen, "credentials file %s must be a regular file of mode 0600 owned "
+				      "by the daemon's user",
+			 path);
+		return -EPERM;
+	}
+	FILE *f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return -errno;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *eq = strchr(line, '=');
+		if (!eq || line[0] == '#')
+			continue;
+		*eq = '\0';
+		char *k = trim(line), *v = trim(eq + 1);
+		if (!strcmp(k, "access_key_id") || !strcmp(k, "aws_access_key_id"))
+			snprintf(b->access_key, sizeof(b->access_key), "%s", v);
+		else if (!strcmp(k, "secret_access_key") || !strcmp(k, "aws_secret_access_key"))
+			snprintf(b->secret_key, sizeof(b->secret_key), "%s", v);
+		else if (!strcmp(k, "session_token") || !strcmp(k, "aws_session_token")) {
+			free(b->session_token);
+			b->session_token = strdup(v);
+		}
+	}
+	OPENSSL_cleanse(line, sizeof(line));
+	fclose(f);
+	if (!*b->access_key || !*b->secret_key) {
+		snprintf(err, errlen, "credentials file %s lacks access_key_id or secret_access_key",
+			 path);
+		rc = -EINVAL;
+	}
+	return rc;
+}
+
+static int opt_long(const char *opts, const char *key, long def, long *out)
+{
+	char v[32];
+	int rc = tape_opt_get(opts, key, v, sizeof(v));
+	if (rc < 0)
+		return rc;
+	if (!rc) {
+		*out = def;
+		return 0;
+	}
+	char *end;
+	long x = strtol(v, &end, 10);
+	if (*end || end == v || x < 0)
+		return -EINVAL;
+	*out = x;
+	return 0;
+}
+
+int tape_backend_s3_open(const char *bucket_and_prefix, const char *opts, struct tape_backend **out,
+			 char *err, size_t errlen)
+{
+	char endpoint[512], v[600];
+	long ps, retries, timeout, retry_s;
+	int rc;
+	pthread_once(&curl_once, curl_init_once);
+	struct s3_backend *b = calloc(1, sizeof(*b));
+	if (!b) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	b->base.ops = &s3_ops;
+	pthread_mutex_init(&b->lock, NULL);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&b->share_locks[i], NULL);
+
+	/* bucket[/prefix] */
+	size_t bl = strcspn(bucket_and_prefix, "/");
+	if (bl == 0 || bl >= sizeof(b->bucket)) {
+		snprintf(err, errlen, "s3 URL needs a bucket name (s3://bucket/prefix)");
+		rc = -EINVAL;
+		goto out_free;
+	}
+	memcpy(b->bucket, bucket_and_prefix, bl);
+	const char *pfx = bucket_and_prefix + bl;
+	while (*pfx == '/')
+		pfx++;
+	size_t pl = strlen(pfx);
+	while (pl && pfx[pl - 1] == '/')
+		pl--;
+	if (pl + 2 >= sizeof(b->prefix)) {
+		snprintf(err, errlen, "s3 prefix too long");
+		rc = -ENAMETOOLONG;
+		goto out_free;
+	}
+	if (pl) {
+		memcpy(b->prefix, pfx, pl);
+		b->prefix[pl] = '/';
+	}
+
+	if (tape_opt_get(opts, "region", b->region, sizeof(b->region)) <= 0)
+		snprintf(b->region, sizeof(b->region), "us-east-1");
+	if (opt_long(opts, "path_style", 0, &ps) || opt_long(opts, "retries", 8, &retries) ||
+	    opt_long(opts, "timeout_s", 30, &timeout) || opt_long(opts, "retry_s", 120, &retry_s)) {
+		snprintf(err, errlen, "bad s3 option (path_style, retries, timeout_s, retry_s)");
+		rc = -EINVAL;
+		goto out_free;
+	}
+	b->path_style = ps != 0;
+	b->retries = (int)retries;
+	b->timeout_s = timeout ? timeout : 30;
+	b->retry_ms = retry_s * 1000;
+	if (tape_opt_get(opts, "ca", b->ca, sizeof(b->ca)) < 0) {
+		snprintf(err, errlen, "ca path too long");
+		rc = -ENAMETOOLONG;
+		goto out_free;
+	}
+	rc = tape_opt_get(opts, "endpoint", endpoint, sizeof(endpoint));
+	if (rc < 0) {
+		snprintf(err, errlen, "endpoint too long");
+		goto out_free;
+	}
+	if (!rc)
+		snprintf(endpoint, sizeof(endpoint), "https://s3.%s.amazonaws.com", b->region);
+	const char *hp = strstr(endpoint, "://");
+	if (!hp || (strncmp(endpoint, "http://", 7) && strncmp(endpoint, "https://", 8))) {
+		snprintf(err, errlen, "endpoint must be http://host[:port] or https://host[:port]");
+		rc = -EINVAL;
+		goto out_free;
+	}
+	hp += 3;
+	size_t hl = strcspn(hp, "/");
+	if (hl == 0 || hl + bl + 2 >= sizeof(b->host)) {
+		snprintf(err, errlen, "bad endpoint host");
+		rc = -EINVAL;
+		goto out_free;
+	}
+	int scheme_len = (int)(hp - endpoint);
+	if (b->path_style) {
+		snprintf(b->host, sizeof(b->host), "%.*s", (int)hl, hp);
+	} else {
+		snprintf(b->host, sizeof(b->host), "%s.%.*s", b->bucket, (int)hl, hp);
+	}
+	snprintf(b->scheme_host, sizeof(b->scheme_host), "%.*s%s", scheme_len, endpoint, b->host);
+
+	rc = tape_opt_get(opts, "credentials", v, sizeof(v));
+	if (rc > 0) {
+		rc = load_credentials_file(b, v, err, errlen);
+		if (rc)
+			goto out_free;
+	} else {
+		const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY"),
+			   *tok = getenv("AWS_SESSION_TOKEN");
+		if (!ak || !sk || !*ak || !*sk) {
+			snprintf(err, errlen, "no S3 credentials: set AWS_ACCESS_KEY_ID and "
+					      "AWS_SECRET_ACCESS_KEY or the pool option credentials=");
+			rc = -EACCES;
+			goto out_free;
+		}
+		if (strlen(ak) >= sizeof(b->access_key) || strlen(sk) >= sizeof(b->secret_key)) {
+			snprintf(err, errlen, "S3 credentials too long");
+			rc = -EINVAL;
+			goto out_free;
+		}
+		snprintf(b->access_key, sizeof(b->access_key), "%s", ak);
+		snprintf(b->secret_key, sizeof(b->secret_key), "%s", sk);
+		if (tok && *tok)
+			b->session_token = strdup(tok);
+	}
+
+	b->share = curl_share_init();
+	if (!b->share) {
+		snprintf(err, errlen, "curl_share_init failed");
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	curl_share_setopt(b->share, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(b->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(b->share, CURLSHOPT_USERDATA, b);
+	curl_share_setopt(b->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(b->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(b->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	*out = &b->base;
+	return 0;
+out_free:
+	s3_close(&b->base);
+	return rc;
+}

@@ -1,0 +1,122 @@
+/*
+ * format.h — on-object layouts of the tape tier: packs and manifests.
+ *
+ * This header is the manual for tape/format.c. It converts between the
+ * fixed-width little-endian bytes stored in a pool (docs/tape-format.md) and
+ * in-core structs; it does no I/O, takes no locks and allocates only in the
+ * decoders that say so. Every decoder checks magic, version, lengths and
+ * checksum and returns -EBADMSG (corrupt), -EPROTONOSUPPORT (unknown
+ * version) or -ENOMEM; nothing is trusted before it has been checked.
+ *
+ * Object keys (relative to the pool prefix):
+ *   packs/<32 hex pack id>.pack
+ *   manifests/<volume>/<version, 20 digits>-<16 hex random>.mf
+ */
+#ifndef ACMFS_TAPE_FORMAT_H
+#define ACMFS_TAPE_FORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TAPE_PACK_MAGIC	    "ACMFSPAK"
+#define TAPE_PACK_END_MAGIC "ACMFSEND"
+#define TAPE_MANIFEST_MAGIC "ACMFSMAN"
+#define TAPE_FORMAT_VERSION 1u
+
+#define TAPE_PACK_HEADER_BYTES	32u
+#define TAPE_PACK_TRAILER_BYTES 64u
+#define TAPE_PACK_ENTRY_BYTES	48u
+#define TAPE_MANIFEST_FIXED	72u /* fixed part of the manifest header */
+#define TAPE_REF_BYTES		24u /* one grain reference in a manifest */
+#define TAPE_MAX_PACK_OFF	(1ull << 40)
+#define TAPE_NAME_MAX		128u /* volume names */
+#define TAPE_KEY_MAX		256u /* object keys, manifest keys, host names */
+#define TAPE_ZERO_PACK		UINT32_MAX /* tape_ref.pack of an all-zero grain */
+
+/* One block inside a pack (pack index entry). */
+struct tape_pack_entry {
+	uint8_t hash[32]; /* SHA-256 of the block's content */
+	uint64_t off;	  /* byte offset of the block in the pack object */
+	uint32_t len;	  /* stored length */
+	uint32_t flags;	  /* 0 = raw; nothing else in version 1 */
+};
+
+struct tape_pack_trailer {
+	uint32_t nr_blocks;
+	uint64_t index_off;
+	uint8_t index_sha[32];
+};
+
+/* One grain of a manifest; exactly the 24 stored bytes, decoded. */
+struct tape_ref {
+	uint32_t pack;	    /* index into the manifest's pack table, TAPE_ZERO_PACK = zero grain */
+	uint32_t len;	    /* block length */
+	uint64_t off;	    /* offset of the block in its pack */
+	uint8_t prefix[8];  /* first 8 bytes of the block's SHA-256 (cross-check) */
+};
+
+struct tape_manifest {
+	char volume[TAPE_NAME_MAX + 1];
+	char host[TAPE_KEY_MAX];
+	char parent[TAPE_KEY_MAX];
+	uint64_t version;
+	uint64_t size_bytes;
+	uint32_t grain_bytes;
+	int64_t date;
+	uint64_t nr_grains;
+	uint64_t blocks_total;	   /* non-zero grains */
+	uint32_t nr_packs;
+	uint8_t (*packs)[16];	   /* pack table: ids, owned (malloc) */
+	struct tape_ref *refs;	   /* nr_grains entries, owned (malloc) */
+};
+
+/* little-endian helpers */
+void tape_put_le16(uint8_t *p, uint16_t v);
+void tape_put_le32(uint8_t *p, uint32_t v);
+void tape_put_le64(uint8_t *p, uint64_t v);
+uint16_t tape_get_le16(const uint8_t *p);
+uint32_t tape_get_le32(const uint8_t *p);
+uint64_t tape_get_le64(const uint8_t *p);
+
+/* SHA-256 through libcrypto (EVP). Returns 0 or -ENOMEM/-EIO. */
+int tape_sha256(const void *buf, size_t len, uint8_t out[32]);
+void tape_hex(const uint8_t *bin, size_t len, char *out); /* out: 2*len+1 */
+int tape_unhex(const char *hex, size_t len, uint8_t *out);
+
+/* 1 if the buffer is all zero bytes (such grains are never stored). */
+int tape_is_zero(const void *buf, size_t len);
+
+/* Keys. Return 0 or -ENAMETOOLONG / -EINVAL. */
+int tape_pack_key(const uint8_t id[16], char *out, size_t outlen);
+int tape_pack_key_parse(const char *key, uint8_t id[16]); /* "packs/<hex>.pack" */
+int tape_manifest_key(const char *volume, uint64_t version, const uint8_t rnd[8], char *out,
+		      size_t outlen);
+/* Volume names: 1..128 chars of [A-Za-z0-9._-], not starting with '.'. */
+int tape_volume_name_ok(const char *volume);
+
+/* Packs. The header and trailer encoders write exactly their fixed size. */
+void tape_pack_header_encode(uint8_t out[TAPE_PACK_HEADER_BYTES], const uint8_t id[16]);
+int tape_pack_header_decode(const uint8_t *buf, size_t len, uint8_t id[16]);
+/* Encodes nr entries (sorted by offset) to out (nr * 48 bytes) and the
+ * trailer that describes them. */
+void tape_pack_index_encode(const struct tape_pack_entry *e, uint32_t nr, uint8_t *out);
+int tape_pack_trailer_encode(uint8_t out[TAPE_PACK_TRAILER_BYTES], uint32_t nr_blocks,
+			     uint64_t index_off, const uint8_t *index, size_t index_len);
+/* Checks the trailer against the object size. */
+int tape_pack_trailer_decode(const uint8_t *buf, size_t len, uint64_t obj_bytes,
+			     struct tape_pack_trailer *t);
+/* Checks the index bytes against the trailer (checksum, order, bounds) and
+ * fills out[t->nr_blocks]. */
+int tape_pack_index_decode(const uint8_t *buf, size_t len, const struct tape_pack_trailer *t,
+			   struct tape_pack_entry *out);
+/* Binary search by offset; -1 if absent. */
+long tape_pack_entry_find(const struct tape_pack_entry *e, uint32_t nr, uint64_t off);
+
+/* Manifests. encode allocates *out (free()), decode fills m (release with
+ * tape_manifest_release). */
+uint64_t tape_manifest_bytes(const struct tape_manifest *m);
+int tape_manifest_encode(const struct tape_manifest *m, uint8_t **out, size_t *outlen);
+int tape_manifest_decode(const uint8_t *buf, size_t len, struct tape_manifest *m);
+void tape_manifest_release(struct tape_manifest *m);
+
+#endif

@@ -1,0 +1,726 @@
+/*
+ * image.c — read a tape history as a volume image.
+ *
+ * offset → grain by division, grain → block by the manifest's reference
+ * array (no scans). Blocks are fetched by worker threads as runs: blocks of
+ * one pack that sit back to back become one ranged GET (at most RUN_BYTES).
+ * Every fetched block is hashed and compared with its pack-index hash (and
+ * the manifest's 8-byte prefix) before it enters the cache; a mismatch marks
+ * the entry FAILED and the read returns -EIO — never the bytes.
+ *
+ * Cache: bounded LRU of verified blocks keyed by (pack, offset); entries are
+ * LOADING (a worker fills it), READY or FAILED. Readers pin what they copy,
+ * so nothing they use is evicted; when everything is pinned the cache grows
+ * past its bound temporarily instead of blocking (no deadlock between
+ * concurrent readers) and shrinks back as pins drop.
+ *
+ * Read-ahead: a read that starts where the previous one ended schedules the
+ * next readahead_bytes as background runs (queued behind demand runs).
+ *
+ * Locking: im->lock protects the cache, the job queue and read-ahead state;
+ * im->idx_lock protects the per-pack index table and is held across the
+ * fetch of one pack index. Neither is held while copying to the caller or
+ * while a worker GETs. Order: idx_lock → pool->lock; never im->lock with
+ * either.
+ */
+#include "log.h"
+#include "pool.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RUN_BYTES   (4u << 20)
+#define CHUNK_BYTES (8u << 20)
+#define MAX_WORKERS 16
+
+enum { ENT_LOADING, ENT_READY, ENT_FAILED };
+
+struct cache_ent {
+	uint64_t key;		   /* pack << 40 | off */
+	int state;
+	uint32_t refs;		   /* readers copying from it */
+	struct cache_ent *hnext;   /* hash chain */
+	struct cache_ent *prev, *next; /* LRU, most recent first */
+	uint8_t *data;
+};
+
+struct job {
+	struct job *next;
+	uint32_t pack; /* manifest pack index */
+	uint32_t nr;
+	uint64_t off[64];
+	struct cache_ent *ent[64];
+};
+
+struct pack_idx {
+	int loaded;
+	struct tape_pack_entry *e;
+	uint32_t nr;
+};
+
+struct tier_image {
+	struct tier_pool *p;
+	struct tape_manifest m;
+	char key[TAPE_KEY_MAX];
+	uint32_t *pack_nos; /* pinned pool pack numbers */
+	uint32_t run_max;   /* blocks per GET */
+	uint64_t chunk_grains;
+	uint64_t ra_grains;
+
+	pthread_mutex_t idx_lock;
+	struct pack_idx *pidx; /* per manifest pack; protected by idx_lock */
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;	 /* entries changed state / jobs queued */
+	struct cache_ent **htab; /* protected by lock */
+	uint32_t hcap;
+	struct cache_ent *lru_head, *lru_tail;
+	uint64_t nr_ents, cap_ents;
+	struct job *q_head, *q_tail;
+	int stop;
+	uint64_t seq_next;   /* offset a sequential reader reads next */
+	uint64_t ra_next;    /* first grain not yet scheduled for read-ahead */
+	pthread_t workers[MAX_WORKERS];
+	unsigned nr_workers;
+};
+
+static uint64_t ref_key(const struct tape_ref *r)
+{
+	return (uint64_t)r->pack << 40 | r->off;
+}
+
+/* ---- pack indexes ---- */
+
+static int image_pack_index(struct tier_image *im, uint32_t pack, struct pack_idx **out)
+{
+	struct tier_pool *p = im->p;
+	int rc = 0;
+	pthread_mutex_lock(&im->idx_lock);
+	struct pack_idx *pi = &im->pidx[pack];
+	if (pi->loaded)
+		goto out_unlock;
+	/* the pool may know it already */
+	pthread_mutex_lock(&p->lock);
+	struct pool_pack *pk = &p->packs[im->pack_nos[pack]];
+	if (pk->indexed && pk->state == PACK_STORED && pk->nr_ents) {
+		pi->e = malloc(pk->nr_ents * sizeof(*pi->e));
+		if (pi->e) {
+			memcpy(pi->e, pk->ents, pk->nr_ents * sizeof(*pi->e));
+			pi->nr = pk->nr_ents;
+			pi->loaded = 1;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (pi->loaded)
+		goto out_unlock;
+	char key[64];
+	struct tape_obj_info oi;
+	tape_pack_key(im->m.packs[pack], key, sizeof(key));
+	rc = p->be->ops->head(p->be, key, &oi);
+	if (!rc)
+		rc = pool_pack_index_fetch(p, key, oi.size_bytes, &pi->e, &pi->nr);
+	if (rc) {
+		tape_log(TAPE_LOG_ERR, "image %s: index of %s: %s", im->key, key, strerror(-rc));
+		goto out_unlock;
+	}
+	pi->loaded = 1;
+out_unlock:
+	if (!rc)
+		*out = pi;
+	pthread_mutex_unlock(&im->idx_lock);
+	return rc;
+}
+
+/* Checks one block against its pack index entry and manifest prefix. */
+static int block_check(struct tier_image *im, struct pack_idx *pi, uint64_t off, const uint8_t *data,
+		       uint32_t len, const uint8_t prefix[8])
+{
+	uint8_t h[32];
+	long i = tape_pack_entry_find(pi->e, pi->nr, off);
+	if (i < 0 || pi->e[i].len != len)
+		return -EIO;
+	if (memcmp(pi->e[i].hash, prefix, 8) != 0)
+		return -EIO;
+	if (tape_sha256(data, len, h) || memcmp(h, pi->e[i].hash, 32) != 0)
+		return -EIO;
+	return 0;
+}
+
+/* Fetches blocks [off[0], off[n-1]+grain) of a pack into buf. */
+static int fetch_run(struct tier_image *im, uint32_t pack, uint64_t first, uint64_t last,
+		     uint8_t *buf)
+{
+	char key[64];
+	size_t want = (size_t)(last - first) + im->m.grain_bytes;
+	tape_pack_key(im->m.packs[pack], key, sizeof(key));
+	ssize_t n = im->p->be->ops->get(im->p->be, key, first, buf, want);
+	if (n < 0) {
+		tape_log(TAPE_LOG_ERR, "image %s: reading %s: %s", im->key, key, strerror((int)-n));
+		return -EIO;
+	}
+	if ((size_t)n != want) {
+		tape_log(TAPE_LOG_ERR, "image %s: %s is truncated", im->key, key);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* ---- cache (all _locked: im->lock held) ---- */
+
+static uint32_t hslot(struct tier_image *im, uint64_t key)
+{
+	key ^= key >> 29;
+	key *= 0x9e3779b97f4a7c15ull;
+	return (uint32_t)(key >> 32) & (im->hcap - 1);
+}
+
+static struct cache_ent *cache_find_locked(struct tier_image *im, uint64_t key)
+{
+	for (struct cache_ent *e = im->htab[hslot(im, key)]; e; e = e->hnext)
+		if (e->key == key)
+			return e;
+	return NULL;
+}
+
+static void lru_unlink(struct tier_image *im, struct cache_ent *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		im->lru_head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		im->lru_tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void lru_push(struct tier_image *im, struct cache_ent *e)
+{
+	e->prev = NULL;
+	e->next = im->lru_head;
+	if (im->lru_head)
+		im->lru_head->prev = e;
+	im->lru_head = e;
+	if (!im->lru_tail)
+		im->lru_tail = e;
+}
+
+static void hash_unlink(struct tier_image *im, struct cache_ent *e)
+{
+	struct cache_ent **pp = &im->htab[hslot(im, e->key)];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+}
+
+static void cache_drop_locked(struct tier_image *im, struct cache_ent *e)
+{
+	hash_unlink(im, e);
+	lru_unlink(im, e);
+	free(e->data);
+	free(e);
+	im->nr_ents--;
+}
+
+/* A new LOADING entry for key; reuses the least recently used idle entry
+ * when at capacity; with may_grow = 0 returns NULL instead of growing. */
+static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key, int may_grow)
+{
+	struct cache_ent *e = NULL;
+	if (im->nr_ents >= im->cap_ents) {
+		for (struct cache_ent *c = im->lru_tail; c; c = c->prev)
+			if (!c->refs && c->state != ENT_LOADING) {
+				e = c;
+				break;
+			}
+		if (e) {
+			hash_unlink(im, e);
+			lru_unlink(im, e);
+		} else if (!may_grow) {
+			return NULL;
+		}
+	}
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e)
+			return NULL;
+		e->data = malloc(im->m.grain_bytes);
+		if (!e->data) {
+			free(e);
+			return NULL;
+		}
+		im->nr_ents++;
+	}
+	e->key = key;
+	e->state = ENT_LOADING;
+	e->refs = 0;
+	uint32_t h = hslot(im, key);
+	e->hnext = im->htab[h];
+	im->htab[h] = e;
+	lru_push(im, e);
+	return e;
+}
+
+/* Queues the sorted miss list as runs; front = demand reads. */
+static int queue_runs_locked(struct tier_image *im, struct cache_ent **miss, uint32_t n, int front)
+{
+	struct job *first = NULL, *last = NULL;
+	for (uint32_t i = 0; i < n;) {
+		struct job *j = calloc(1, sizeof(*j));
+		if (!j)
+			goto out_nomem;
+		j->pack = (uint32_t)(miss[i]->key >> 40);
+		do {
+			j->ent[j->nr] = miss[i];
+			j->off[j->nr] = miss[i]->key & ((1ull << 40) - 1);
+			j->nr++;
+			i++;
+		} while (i < n && j->nr < im->run_max && (miss[i]->key >> 40) == j->pack &&
+			 (miss[i]->key & ((1ull << 40) - 1)) ==
+				 j->off[j->nr - 1] + im->m.grain_bytes);
+		if (last)
+			last->next = j;
+		else
+			first = j;
+		last = j;
+	}
+	if (!first)
+		return 0;
+	if (front) {
+		last->next = im->q_head;
+		im->q_head = first;
+		if (!im->q_tail)
+			im->q_tail = last;
+	} else {
+		if (im->q_tail)
+			im->q_tail->next = first;
+		else
+			im->q_head = first;
+		im->q_tail = last;
+	}
+	pthread_cond_broadcast(&im->cond);
+	return 0;
+out_nomem:
+	while (first) {
+		struct job *nx = first->next;
+		free(first);
+		first = nx;
+	}
+	return -ENOMEM;
+}
+
+static int cmp_ent(const void *a, const void *b)
+{
+	uint64_t x = (*(struct cache_ent *const *)a)->key, y = (*(struct cache_ent *const *)b)->key;
+	return x < y ? -1 : x > y;
+}
+
+/* ---- workers ---- */
+
+static void run_job(struct tier_image *im, struct job *j, uint8_t *buf)
+{
+	struct pack_idx *pi = NULL;
+	int rc = image_pack_index(im, j->pack, &pi);
+	if (!rc)
+		rc = fetch_run(im, j->pack, j->off[0], j->off[j->nr - 1], buf);
+	int ok[64];
+	for (uint32_t i = 0; i < j->nr; i++) {
+		ok[i] = 0;
+		if (rc)
+			continue;
+		const uint8_t *data = buf + (j->off[i] - j->off[0]);
+		/* the prefix is in the cache entry's key-owner ref; compare with index */
+		long k = tape_pack_entry_find(pi->e, pi->nr, j->off[i]);
+		uint8_t h[32];
+		if (k >= 0 && pi->e[k].len == im->m.grain_bytes &&
+		    !tape_sha256(data, im->m.grain_bytes, h) && !memcmp(h, pi->e[k].hash, 32)) {
+			memcpy(j->ent[i]->data, data, im->m.grain_bytes);
+			ok[i] = 1;
+		} else {
+			char hex[33];
+			tape_hex(im->m.packs[j->pack], 16, hex);
+			tape_log(TAPE_LOG_ERR,
+				 "image %s: block at %llu of pack %s fails its hash check",
+				 im->key, (unsigned long long)j->off[i], hex);
+		}
+	}
+	pthread_mutex_lock(&im->lock);
+	for (uint32_t i = 0; i < j->nr; i++) {
+		struct cache_ent *e = j->ent[i];
+		e->state = ok[i] ? ENT_READY : ENT_FAILED;
+		if (!ok[i] && !e->refs)
+			cache_drop_locked(im, e);
+	}
+	pthread_cond_broadcast(&im->cond);
+	pthread_mutex_unlock(&im->lock);
+}
+
+static void *image_worker(void *arg)
+{
+	struct tier_image *im = arg;
+	uint8_t *buf = malloc((size_t)im->run_max * im->m.grain_bytes);
+	pthread_mutex_lock(&im->lock);
+	for (;;) {
+		while (!im->stop && !im->q_head)
+			pthread_cond_wait(&im->cond, &im->lock);
+		if (im->stop && !im->q_head)
+			break;
+		struct job *j = im->q_head;
+		im->q_head = j->next;
+		if (!im->q_head)
+			im->q_tail = NULL;
+		pthread_mutex_unlock(&im->lock);
+		if (buf) {
+			run_job(im, j, buf);
+		} else { /* no buffer: fail the job rather than hang readers */
+			pthread_mutex_lock(&im->lock);
+			for (uint32_t i = 0; i < j->nr; i++)
+				j->ent[i]->state = ENT_FAILED;
+			pthread_cond_broadcast(&im->cond);
+			pthread_mutex_unlock(&im->lock);
+		}
+		free(j);
+		pthread_mutex_lock(&im->lock);
+	}
+	pthread_mutex_unlock(&im->lock);
+	free(buf);
+	return NULL;
+}
+
+/* ---- open / close ---- */
+
+void tape_image_close(struct tier_image *im)
+{
+	if (!im)
+		return;
+	pthread_mutex_lock(&im->lock);
+	im->stop = 1;
+	pthread_cond_broadcast(&im->cond);
+	pthread_mutex_unlock(&im->lock);
+	for (unsigned i = 0; i < im->nr_workers; i++)
+		pthread_join(im->workers[i], NULL);
+	while (im->lru_head)
+		cache_drop_locked(im, im->lru_head);
+	if (im->pack_nos)
+		pool_unpin(im->p, im->pack_nos, im->m.nr_packs);
+	for (uint32_t i = 0; im->pidx && i < im->m.nr_packs; i++)
+		free(im->pidx[i].e);
+	free(im->pidx);
+	free(im->pack_nos);
+	free(im->htab);
+	tape_manifest_release(&im->m);
+	pthread_mutex_destroy(&im->lock);
+	pthread_mutex_destroy(&im->idx_lock);
+	pthread_cond_destroy(&im->cond);
+	free(im);
+}
+
+int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image **out)
+{
+	int rc;
+	struct tier_image *im = calloc(1, sizeof(*im));
+	if (!im)
+		return -ENOMEM;
+	im->p = p;
+	snprintf(im->key, sizeof(im->key), "%s", manifest);
+	pthread_mutex_init(&im->lock, NULL);
+	pthread_mutex_init(&im->idx_lock, NULL);
+	pthread_cond_init(&im->cond, NULL);
+	for (int attempt = 0;; attempt++) {
+		rc = pool_manifest_load(p, manifest, &im->m, NULL);
+		if (rc)
+			goto out_close;
+		im->pack_nos = malloc((im->m.nr_packs + 1) * sizeof(uint32_t));
+		if (!im->pack_nos) {
+			rc = -ENOMEM;
+			goto out_close;
+		}
+		rc = pool_pin_manifest(p, &im->m, im->pack_nos);
+		if (rc != -EAGAIN || attempt == 10)
+			break;
+		/* the collector is repacking: wait for its rewrite */
+		free(im->pack_nos);
+		im->pack_nos = NULL;
+		tape_manifest_release(&im->m);
+		usleep(200 * 1000);
+	}
+	if (rc) {
+		free(im->pack_nos);
+		im->pack_nos = NULL;
+		goto out_close;
+	}
+	im->pidx = calloc(im->m.nr_packs + 1, sizeof(*im->pidx));
+	uint32_t grain = im->m.grain_bytes;
+	im->run_max = RUN_BYTES / grain;
+	if (im->run_max < 1)
+		im->run_max = 1;
+	if (im->run_max > 64)
+		im->run_max = 64;
+	im->chunk_grains = CHUNK_BYTES / grain ? CHUNK_BYTES / grain : 1;
+	im->ra_grains = p->readahead_bytes / grain;
+	im->cap_ents = p->cache_bytes / grain;
+	if (im->cap_ents < im->ra_grains + 2 * im->chunk_grains)
+		im->cap_ents = im->ra_grains + 2 * im->chunk_grains;
+	im->hcap = 64;
+	while (im->hcap < im->cap_ents * 2 && im->hcap < (1u << 24))
+		im->hcap *= 2;
+	im->htab = calloc(im->hcap, sizeof(*im->htab));
+	if (!im->pidx || !im->htab) {
+		rc = -ENOMEM;
+		goto out_close;
+	}
+	im->seq_next = UINT64_MAX;
+	unsigned want = p->threads < MAX_WORKERS ? p->threads : MAX_WORKERS;
+	for (; im->nr_workers < want; im->nr_workers++)
+		if (pthread_create(&im->workers[im->nr_workers], NULL, image_worker, im))
+			break;
+	if (!im->nr_workers) {
+		rc = -EAGAIN;
+		goto out_close;
+	}
+	*out = im;
+	return 0;
+out_close:
+	tape_image_close(im);
+	return rc;
+}
+
+/* ---- read ---- */
+
+static void schedule_readahead_locked(struct tier_image *im, uint64_t from, struct cache_ent **tmp,
+				      uint32_t tmp_cap)
+{
+	uint64_t to = from + im->ra_grains;
+	if (to > im->m.nr_grains)
+		to = im->m.nr_grains;
+	if (im->ra_next > from)
+		from = im->ra_next;
+	uint32_t n = 0;
+	uint64_t g;
+	for (g = from; g < to && n < tmp_cap; g++) {
+		const struct tape_ref *r = &im->m.refs[g];
+		if (r->pack == TAPE_ZERO_PACK || cache_find_locked(im, ref_key(r)))
+			continue;
+		struct cache_ent *e = cache_alloc_locked(im, ref_key(r), 0);
+		if (!e)
+			break;
+		tmp[n++] = e;
+	}
+	if (g > im->ra_next)
+		im->ra_next = g;
+	if (!n)
+		return;
+	qsort(tmp, n, sizeof(*tmp), cmp_ent);
+	if (queue_runs_locked(im, tmp, n, 0)) {
+		for (uint32_t i = 0; i < n; i++)
+			cache_drop_locked(im, tmp[i]);
+	}
+}
+
+static ssize_t read_chunk(struct tier_image *im, uint8_t *buf, uint64_t g0, uint64_t g1,
+			  uint64_t off, size_t len, struct cache_ent **gent, struct cache_ent **miss)
+{
+	uint32_t grain = im->m.grain_bytes;
+	uint64_t nr = g1 - g0 + 1;
+	uint32_t nr_miss = 0;
+	int rc = 0;
+
+	memset(gent, 0, nr * sizeof(*gent));
+	pthread_mutex_lock(&im->lock);
+	for (uint64_t g = g0; g <= g1; g++) {
+		const struct tape_ref *r = &im->m.refs[g];
+		if (r->pack == TAPE_ZERO_PACK)
+			continue;
+		uint64_t key = ref_key(r);
+		struct cache_ent *e = cache_find_locked(im, key);
+		if (!e) {
+			e = cache_alloc_locked(im, key, 1);
+			if (!e) {
+				rc = -ENOMEM;
+				goto out_unpin;
+			}
+			miss[nr_miss++] = e;
+		} else if (e->refs == 0) {
+			lru_unlink(im, e);
+			lru_push(im, e);
+		}
+		e->refs++; /* once per grain; undone per grain below */
+		gent[g - g0] = e;
+	}
+	if (nr_miss) {
+		qsort(miss, nr_miss, sizeof(*miss), cmp_ent);
+		rc = queue_runs_locked(im, miss, nr_miss, 1);
+		if (rc) {
+			for (uint32_t i = 0; i < nr_miss; i++)
+				miss[i]->state = ENT_FAILED;
+			goto out_unpin;
+		}
+	}
+	if (im->ra_grains && off == im->seq_next)
+		schedule_readahead_locked(im, g1 + 1, miss, (uint32_t)im->chunk_grains + 1);
+	else if (off != im->seq_next)
+		im->ra_next = 0;
+	im->seq_next = off + len;
+	for (uint64_t i = 0; i < nr; i++) {
+		if (!gent[i])
+			continue;
+		while (gent[i]->state == ENT_LOADING)
+			pthread_cond_wait(&im->cond, &im->lock);
+		if (gent[i]->state == ENT_FAILED)
+			rc = -EIO;
+	}
+	pthread_mutex_unlock(&im->lock);
+
+	if (!rc) {
+		/* pinned entries are stable: copy without the lock */
+		uint64_t pos = off;
+		uint8_t *dst = buf;
+		for (uint64_t g = g0; g <= g1; g++) {
+			uint64_t in = pos - g * grain;
+			size_t n = grain - in;
+			if (n > off + len - pos)
+				n = (size_t)(off + len - pos);
+			if (gent[g - g0])
+				memcpy(dst, gent[g - g0]->data + in, n);
+			else
+				memset(dst, 0, n);
+			dst += n;
+			pos += n;
+		}
+	}
+	pthread_mutex_lock(&im->lock);
+out_unpin:
+	for (uint64_t i = 0; i < nr; i++) {
+		struct cache_ent *e = gent[i];
+		if (!e || --e->refs)
+			continue;
+		if (e->state == ENT_FAILED)
+			cache_drop_locked(im, e);
+		else if (im->nr_ents > im->cap_ents && e->state == ENT_READY)
+			cache_drop_locked(im, e);
+	}
+	pthread_mutex_unlock(&im->lock);
+	return rc ? rc : (ssize_t)len;
+}
+
+ssize_t tape_image_read(struct tier_image *im, void *buf, size_t len, uint64_t off)
+{
+	uint64_t size = im->m.size_bytes;
+	uint32_t grain = im->m.grain_bytes;
+	if (off >= size || !len)
+		return 0;
+	if (len > size - off)
+		len = (size_t)(size - off);
+	if (len > SSIZE_MAX)
+		len = SSIZE_MAX;
+	size_t nptr = (size_t)im->chunk_grains + 2;
+	struct cache_ent **gent = malloc(nptr * sizeof(*gent)), **miss = malloc(nptr * sizeof(*miss));
+	ssize_t rc = 0;
+	size_t done = 0;
+	if (!gent || !miss) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	while (done < len) {
+		uint64_t pos = off + done;
+		uint64_t g0 = pos / grain;
+		uint64_t g1 = g0 + im->chunk_grains - 1;
+		uint64_t end = (g1 + 1) * grain;
+		if (end > off + len)
+			end = off + len;
+		g1 = (end - 1) / grain;
+		rc = read_chunk(im, (uint8_t *)buf + done, g0, g1, pos, (size_t)(end - pos), gent,
+				miss);
+		if (rc < 0)
+			break;
+		done += (size_t)rc;
+		rc = 0;
+	}
+out_free:
+	free(gent);
+	free(miss);
+	if (rc < 0)
+		return done ? (ssize_t)done : rc;
+	return (ssize_t)done;
+}
+
+int64_t tape_image_seek(struct tier_image *im, uint64_t off, int whence)
+{
+	uint64_t size = im->m.size_bytes;
+	uint32_t grain = im->m.grain_bytes;
+	if (off >= size)
+		return -ENXIO;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return -EINVAL;
+	int want_zero = whence == SEEK_HOLE;
+	for (uint64_t g = off / grain; g < im->m.nr_grains; g++) {
+		int zero = im->m.refs[g].pack == TAPE_ZERO_PACK;
+		if (zero == want_zero) {
+			uint64_t pos = g * grain;
+			return (int64_t)(pos > off ? pos : off);
+		}
+	}
+	return want_zero ? (int64_t)size : -ENXIO;
+}
+
+int tape_image_grain_hash(struct tier_image *im, uint64_t g, uint8_t out[32])
+{
+	if (g >= im->m.nr_grains)
+		return -EINVAL;
+	const struct tape_ref *r = &im->m.refs[g];
+	if (r->pack == TAPE_ZERO_PACK) {
+		memset(out, 0, 32);
+		return 1;
+	}
+	struct pack_idx *pi;
+	int rc = image_pack_index(im, r->pack, &pi);
+	if (rc)
+		return rc;
+	long i = tape_pack_entry_find(pi->e, pi->nr, r->off);
+	if (i < 0 || memcmp(pi->e[i].hash, r->prefix, 8) != 0)
+		return -EIO;
+	memcpy(out, pi->e[i].hash, 32);
+	return 0;
+}
+
+int tape_image_verify(struct tier_image *im, uint64_t *bad_grains)
+{
+	uint32_t grain = im->m.grain_bytes;
+	uint8_t *buf = malloc((size_t)im->run_max * grain);
+	uint64_t bad = 0;
+	if (!buf)
+		return -ENOMEM;
+	uint64_t g = 0;
+	while (g < im->m.nr_grains) {
+		const struct tape_ref *r = &im->m.refs[g];
+		if (r->pack == TAPE_ZERO_PACK) {
+			g++;
+			continue;
+		}
+		/* grains whose blocks follow each other in one pack */
+		uint64_t n = 1;
+		while (g + n < im->m.nr_grains && n < im->run_max &&
+		       im->m.refs[g + n].pack == r->pack &&
+		       im->m.refs[g + n].off == r->off + n * grain)
+			n++;
+		struct pack_idx *pi;
+		int rc = image_pack_index(im, r->pack, &pi);
+		if (!rc)
+			rc = fetch_run(im, r->pack, r->off, r->off + (n - 1) * grain, buf);
+		for (uint64_t i = 0; i < n; i++) {
+			const struct tape_ref *ri = &im->m.refs[g + i];
+			if (rc || block_check(im, pi, ri->off, buf + i * grain, grain, ri->prefix))
+				bad++;
+		}
+		g += n;
+	}
+	free(buf);
+	*bad_grains = bad;
+	return 0;
+}

@@ -1,0 +1,605 @@
+/*
+ * pool.c — open/close a tape pool, its in-core pack cache, list and remove.
+ *
+ * Owns: the pack table, the pack-id map and the hash → block table of a
+ * pool (see pool.h for locking and pack states). Upload, image and gc live in
+ * upload.c, image.c and gc.c and use the helpers here.
+ *
+ * The hash tables use open addressing with linear probing keyed by the first
+ * bytes of the (uniformly random) pack id or block hash; deletion is done by
+ * rebuilding (pool_bidx_rebuild_locked), which only failure and gc paths need.
+ */
+#include "pool.h"
+#include "log.h"
+#include "tier.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t key64(const uint8_t *k)
+{
+	uint64_t v;
+	memcpy(&v, k, 8);
+	return v;
+}
+
+/* ---- pack table and id map ---- */
+
+static int idmap_grow_locked(struct tier_pool *p)
+{
+	uint32_t cap = p->idmap_cap ? p->idmap_cap * 2 : 256;
+	uint32_t *m = calloc(cap, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < p->nr_packs; i++) {
+		uint32_t h = (uint32_t)(key64(p->packs[i].id) & (cap - 1));
+		while (m[h])
+			h = (h + 1) & (cap - 1);
+		m[h] = i + 1;
+	}
+	free(p->idmap);
+	p->idmap = m;
+	p->idmap_cap = cap;
+	return 0;
+}
+
+long pool_pack_find_locked(struct tier_pool *p, const uint8_t id[16])
+{
+	if (!p->idmap_cap)
+		return -1;
+	uint32_t h = (uint32_t)(key64(id) & (p->idmap_cap - 1));
+	while (p->idmap[h]) {
+		uint32_t no = p->idmap[h] - 1;
+		if (memcmp(p->packs[no].id, id, 16) == 0)
+			return no;
+		h = (h + 1) & (p->idmap_cap - 1);
+	}
+	return -1;
+}
+
+long pool_pack_add_locked(struct tier_pool *p, const uint8_t id[16], int state)
+{
+	long no = pool_pack_find_locked(p, id);
+	if (no >= 0) {
+		struct pool_pack *pk = &p->packs[no];
+		if (pk->state == PACK_GONE) {
+			pk->state = (uint8_t)state;
+			pk->gen = p->gen;
+		}
+		return no;
+	}
+	if (p->nr_packs == UINT32_MAX - 1)
+		return -ENOSPC;
+	if (p->nr_packs == p->cap_packs) {
+		uint32_t cap = p->cap_packs ? p->cap_packs * 2 : 64;
+		struct pool_pack *np = realloc(p->packs, cap * sizeof(*np));
+		if (!np)
+			return -ENOMEM;
+		p->packs = np;
+		p->cap_packs = cap;
+	}
+	if ((uint64_t)(p->nr_packs + 1) * 2 > p->idmap_cap) {
+		int rc = idmap_grow_locked(p);
+		if (rc)
+			return rc;
+	}
+	no = p->nr_packs++;
+	struct pool_pack *pk = &p->packs[no];
+	memset(pk, 0, sizeof(*pk));
+	memcpy(pk->id, id, 16);
+	pk->state = (uint8_t)state;
+	pk->gen = p->gen;
+	uint32_t h = (uint32_t)(key64(id) & (p->idmap_cap - 1));
+	while (p->idmap[h])
+		h = (h + 1) & (p->idmap_cap - 1);
+	p->idmap[h] = (uint32_t)no + 1;
+	return no;
+}
+
+int pool_pack_append_ent_locked(struct pool_pack *pk, const struct tape_pack_entry *e)
+{
+	if (pk->nr_ents == pk->cap_ents) {
+		uint32_t cap = pk->cap_ents ? pk->cap_ents * 2 : 64;
+		struct tape_pack_entry *n = realloc(pk->ents, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		pk->ents = n;
+		pk->cap_ents = cap;
+	}
+	pk->ents[pk->nr_ents++] = *e;
+	return 0;
+}
+
+/* ---- block table ---- */
+
+static const uint8_t *slot_hash(struct tier_pool *p, const struct blk_slot *s)
+{
+	return p->packs[s->pack].ents[s->ent].hash;
+}
+
+struct blk_slot *pool_bidx_lookup_locked(struct tier_pool *p, const uint8_t hash[32])
+{
+	if (!p->bidx_cap)
+		return NULL;
+	uint64_t h = key64(hash) & (p->bidx_cap - 1);
+	while (p->bidx[h].pack != UINT32_MAX) {
+		if (memcmp(slot_hash(p, &p->bidx[h]), hash, 32) == 0)
+			return &p->bidx[h];
+		h = (h + 1) & (p->bidx_cap - 1);
+	}
+	return NULL;
+}
+
+static void bidx_place(struct tier_pool *p, struct blk_slot *tab, uint64_t cap, uint32_t pack,
+		       uint32_t ent)
+{
+	uint64_t h = key64(p->packs[pack].ents[ent].hash) & (cap - 1);
+	while (tab[h].pack != UINT32_MAX)
+		h = (h + 1) & (cap - 1);
+	tab[h].pack = pack;
+	tab[h].ent = ent;
+}
+
+static int bidx_resize_locked(struct tier_pool *p, uint64_t cap)
+{
+	struct blk_slot *tab = malloc(cap * sizeof(*tab));
+	if (!tab)
+		return -ENOMEM;
+	memset(tab, 0xff, cap * sizeof(*tab));
+	for (uint64_t i = 0; i < p->bidx_cap; i++)
+		if (p->bidx[i].pack != UINT32_MAX)
+			bidx_place(p, tab, cap, p->bidx[i].pack, p->bidx[i].ent);
+	free(p->bidx);
+	p->bidx = tab;
+	p->bidx_cap = cap;
+	return 0;
+}
+
+int pool_bidx_insert_locked(struct tier_pool *p, uint32_t pack, uint32_t ent)
+{
+	if ((p->bidx_used + 1) * 10 > p->bidx_cap * 7) {
+		int rc = bidx_resize_locked(p, p->bidx_cap ? p->bidx_cap * 2 : 1024);
+		if (rc)
+			return rc;
+	}
+	if (pool_bidx_lookup_locked(p, p->packs[pack].ents[ent].hash))
+		return 0; /* keep the first copy */
+	bidx_place(p, p->bidx, p->bidx_cap, pack, ent);
+	p->bidx_used++;
+	return 0;
+}
+
+int pool_bidx_rebuild_locked(struct tier_pool *p)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < p->nr_packs; i++)
+		if (p->packs[i].state == PACK_STORED || p->packs[i].state == PACK_PENDING)
+			n += p->packs[i].nr_ents;
+	uint64_t cap = 1024;
+	while (cap * 7 < (n + 1) * 10)
+		cap *= 2;
+	struct blk_slot *tab = malloc(cap * sizeof(*tab));
+	if (!tab)
+		return -ENOMEM;
+	memset(tab, 0xff, cap * sizeof(*tab));
+	free(p->bidx);
+	p->bidx = tab;
+	p->bidx_cap = cap;
+	p->bidx_used = 0;
+	for (uint32_t i = 0; i < p->nr_packs; i++) {
+		struct pool_pack *pk = &p->packs[i];
+		if (pk->state != PACK_STORED && pk->state != PACK_PENDING)
+			continue;
+		for (uint32_t e = 0; e < pk->nr_ents; e++) {
+			if (pool_bidx_lookup_locked(p, pk->ents[e].hash))
+				continue;
+			bidx_place(p, p->bidx, p->bidx_cap, i, e);
+			p->bidx_used++;
+		}
+	}
+	return 0;
+}
+
+/* ---- object helpers ---- */
+
+int pool_get_all(struct tier_pool *p, const char *key, uint8_t **buf, size_t *len)
+{
+	struct tape_obj_info oi;
+	int rc = p->be->ops->head(p->be, key, &oi);
+	if (rc)
+		return rc;
+	if (oi.size_bytes > (1ull << 36))
+		return -EFBIG;
+	uint8_t *b = malloc(oi.size_bytes ? oi.size_bytes : 1);
+	if (!b)
+		return -ENOMEM;
+	ssize_t n = p->be->ops->get(p->be, key, 0, b, oi.size_bytes);
+	if (n < 0) {
+		free(b);
+		return (int)n;
+	}
+	if ((uint64_t)n != oi.size_bytes) {
+		free(b);
+		return -EIO; /* changed under us or truncated */
+	}
+	*buf = b;
+	*len = (size_t)n;
+	return 0;
+}
+
+int pool_pack_index_fetch(struct tier_pool *p, const char *key, uint64_t size_bytes,
+			  struct tape_pack_entry **ents, uint32_t *nr)
+{
+	uint8_t tr[TAPE_PACK_TRAILER_BYTES];
+	struct tape_pack_trailer t;
+	uint8_t *ib = NULL;
+	struct tape_pack_entry *e = NULL;
+	int rc;
+	if (size_bytes < TAPE_PACK_HEADER_BYTES + TAPE_PACK_TRAILER_BYTES)
+		return -EBADMSG;
+	ssize_t n = p->be->ops->get(p->be, key, size_bytes - sizeof(tr), tr, sizeof(tr));
+	if (n < 0)
+		return (int)n;
+	if (n != (ssize_t)sizeof(tr))
+		return -EBADMSG;
+	rc = tape_pack_trailer_decode(tr, sizeof(tr), size_bytes, &t);
+	if (rc)
+		return rc;
+	size_t ilen = (size_t)t.nr_blocks * TAPE_PACK_ENTRY_BYTES;
+	ib = malloc(ilen ? ilen : 1);
+	e = malloc((t.nr_blocks ? t.nr_blocks : 1) * sizeof(*e));
+	if (!ib || !e) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	if (ilen) {
+		n = p->be->ops->get(p->be, key, t.index_off, ib, ilen);
+		if (n < 0) {
+			rc = (int)n;
+			goto out_free;
+		}
+		if ((size_t)n != ilen) {
+			rc = -EBADMSG;
+			goto out_free;
+		}
+	}
+	rc = tape_pack_index_decode(ib, ilen, &t, e);
+	if (rc)
+		goto out_free;
+	free(ib);
+	*ents = e;
+	*nr = t.nr_blocks;
+	return 0;
+out_free:
+	free(ib);
+	free(e);
+	return rc;
+}
+
+int pool_manifest_load(struct tier_pool *p, const char *key, struct tape_manifest *m,
+		       uint8_t sha[32])
+{
+	uint8_t *buf;
+	size_t len;
+	int rc = pool_get_all(p, key, &buf, &len);
+	if (rc)
+		return rc;
+	rc = tape_manifest_decode(buf, len, m);
+	if (!rc && sha)
+		memcpy(sha, buf + len - 32, 32);
+	if (rc)
+		tape_log(TAPE_LOG_ERR, "manifest %s: %s", key, strerror(-rc));
+	free(buf);
+	return rc;
+}
+
+int pool_pin_manifest(struct tier_pool *p, const struct tape_manifest *m, uint32_t *map)
+{
+	int rc = 0;
+	uint32_t i;
+	pthread_mutex_lock(&p->lock);
+	for (i = 0; i < m->nr_packs; i++) {
+		long no = pool_pack_add_locked(p, m->packs[i], PACK_STORED);
+		if (no < 0) {
+			rc = (int)no;
+			break;
+		}
+		if (p->packs[no].state == PACK_DOOMED) {
+			rc = -EAGAIN;
+			break;
+		}
+		p->packs[no].pins++;
+		map[i] = (uint32_t)no;
+	}
+	if (rc)
+		for (uint32_t j = 0; j < i; j++)
+			p->packs[map[j]].pins--;
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
+void pool_unpin(struct tier_pool *p, const uint32_t *nos, uint32_t n)
+{
+	pthread_mutex_lock(&p->lock);
+	for (uint32_t i = 0; i < n; i++)
+		p->packs[nos[i]].pins--;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- refresh ---- */
+
+struct objvec {
+	struct tape_obj_info *v;
+	size_t n, cap;
+};
+
+static int objvec_add(void *arg, const struct tape_obj_info *oi)
+{
+	struct objvec *ov = arg;
+	if (ov->n == ov->cap) {
+		size_t cap = ov->cap ? ov->cap * 2 : 64;
+		struct tape_obj_info *n = realloc(ov->v, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		ov->v = n;
+		ov->cap = cap;
+	}
+	ov->v[ov->n++] = *oi;
+	return 0;
+}
+
+int pool_refresh(struct tier_pool *p)
+{
+	struct objvec ov = {0};
+	uint64_t gen;
+	int rc, dropped = 0;
+	pthread_mutex_lock(&p->lock);
+	gen = ++p->gen;
+	for (uint32_t i = 0; i < p->nr_packs; i++)
+		p->packs[i].seen = 0;
+	pthread_mutex_unlock(&p->lock);
+
+	rc = p->be->ops->list(p->be, "packs/", objvec_add, &ov);
+	if (rc)
+		goto out_free;
+	for (size_t i = 0; i < ov.n; i++) {
+		uint8_t id[16];
+		if (tape_pack_key_parse(ov.v[i].key, id))
+			continue;
+		pthread_mutex_lock(&p->lock);
+		long no = pool_pack_find_locked(p, id);
+		int known = no >= 0 && p->packs[no].state != PACK_GONE && p->packs[no].indexed;
+		if (no >= 0) {
+			p->packs[no].seen = 1;
+			p->packs[no].size_bytes = ov.v[i].size_bytes;
+			p->packs[no].mtime = ov.v[i].mtime;
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (known)
+			continue;
+		struct tape_pack_entry *ents;
+		uint32_t nr;
+		rc = pool_pack_index_fetch(p, ov.v[i].key, ov.v[i].size_bytes, &ents, &nr);
+		if (rc == -ENOENT) { /* deleted since the listing */
+			rc = 0;
+			continue;
+		}
+		if (rc == -EBADMSG || rc == -EPROTONOSUPPORT) {
+			tape_log(TAPE_LOG_WARN, "pack %s: unreadable index (%s), ignored",
+				 ov.v[i].key, strerror(-rc));
+			rc = 0;
+			continue;
+		}
+		if (rc)
+			goto out_free;
+		pthread_mutex_lock(&p->lock);
+		no = pool_pack_add_locked(p, id, PACK_STORED);
+		if (no < 0) {
+			rc = (int)no;
+			pthread_mutex_unlock(&p->lock);
+			free(ents);
+			goto out_free;
+		}
+		struct pool_pack *pk = &p->packs[no];
+		if (pk->indexed) { /* raced with another refresher */
+			free(ents);
+		} else {
+			free(pk->ents);
+			pk->ents = ents;
+			pk->nr_ents = pk->cap_ents = nr;
+			pk->indexed = 1;
+			for (uint32_t e = 0; e < nr && !rc; e++)
+				rc = pool_bidx_insert_locked(p, (uint32_t)no, e);
+		}
+		pk->seen = 1;
+		pk->size_bytes = ov.v[i].size_bytes;
+		pk->mtime = ov.v[i].mtime;
+		pthread_mutex_unlock(&p->lock);
+		if (rc)
+			goto out_free;
+	}
+	/* forget stored packs that vanished (deleted by another host's gc) */
+	pthread_mutex_lock(&p->lock);
+	for (uint32_t i = 0; i < p->nr_packs; i++) {
+		struct pool_pack *pk = &p->packs[i];
+		if (pk->state == PACK_STORED && !pk->seen && pk->gen < gen && !pk->pins) {
+			pk->state = PACK_GONE;
+			pk->indexed = 0;
+			free(pk->ents);
+			pk->ents = NULL;
+			pk->nr_ents = pk->cap_ents = 0;
+			dropped = 1;
+		}
+	}
+	if (dropped)
+		rc = pool_bidx_rebuild_locked(p);
+	p->refreshed = 1;
+	pthread_mutex_unlock(&p->lock);
+out_free:
+	free(ov.v);
+	return rc;
+}
+
+/* ---- open / close ---- */
+
+static int opt_u64(const char *opts, const char *key, uint64_t def, uint64_t min, uint64_t max,
+		   uint64_t *out)
+{
+	char v[32];
+	int rc = tape_opt_get(opts, key, v, sizeof(v));
+	if (rc < 0)
+		return -EINVAL;
+	if (rc == 0) {
+		*out = def;
+		return 0;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long x = strtoull(v, &end, 10);
+	if (errno || *end || end == v || x < min || x > max)
+		return -EINVAL;
+	*out = x;
+	return 0;
+}
+
+int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tier_pool **out,
+			   char *err, size_t errlen)
+{
+	uint64_t pack_mb, threads, cache_mb, ra_mb, pack_kb;
+	if (!opts)
+		opts = "";
+	if (opt_u64(opts, "pack_mb", 32, 1, 4096, &pack_mb) ||
+	    opt_u64(opts, "pack_kb", 0, 1, 4u << 20, &pack_kb) ||
+	    opt_u64(opts, "threads", 4, 1, 64, &threads) ||
+	    opt_u64(opts, "cache_mb", 64, 1, 1u << 20, &cache_mb) ||
+	    opt_u64(opts, "readahead_mb", 16, 0, 4096, &ra_mb)) {
+		snprintf(err, errlen, "bad pool option (pack_mb, threads, cache_mb, readahead_mb)");
+		return -EINVAL;
+	}
+	struct tier_pool *p = calloc(1, sizeof(*p));
+	if (!p) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	p->be = be;
+	p->pack_bytes = pack_kb ? pack_kb << 10 : pack_mb << 20; /* pack_kb: tests */
+	p->threads = (unsigned)threads;
+	p->cache_bytes = cache_mb << 20;
+	p->readahead_bytes = ra_mb << 20;
+	p->next_upload_id = 1;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->gc_lock, NULL);
+	*out = p;
+	return 0;
+}
+
+struct tape_backend *tape_pool_backend(struct tier_pool *p)
+{
+	return p->be;
+}
+
+static int tier_pool_open(const char *url, const char *opts, struct tier_pool **out, char *err,
+			  size_t errlen)
+{
+	struct tape_backend *be;
+	int rc = tape_backend_open(url, opts, &be, err, errlen);
+	if (rc)
+		return rc;
+	rc = tape_pool_open_backend(be, opts, out, err, errlen);
+	if (rc)
+		be->ops->close(be);
+	return rc;
+}
+
+static void tier_pool_close(struct tier_pool *p)
+{
+	if (!p)
+		return;
+	for (uint32_t i = 0; i < p->nr_packs; i++)
+		free(p->packs[i].ents);
+	free(p->packs);
+	free(p->idmap);
+	free(p->bidx);
+	p->be->ops->close(p->be);
+	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->gc_lock);
+	free(p);
+}
+
+/* ---- list / remove ---- */
+
+struct list_ctx {
+	struct tier_pool *p;
+	struct objvec ov;
+};
+
+static int tier_list(struct tier_pool *p, int (*cb)(void *arg, const struct tier_manifest_info *mi),
+		     void *arg)
+{
+	struct objvec ov = {0};
+	int rc = p->be->ops->list(p->be, "manifests/", objvec_add, &ov);
+	for (size_t i = 0; !rc && i < ov.n; i++) {
+		size_t kl = strlen(ov.v[i].key);
+		if (kl < 3 || strcmp(ov.v[i].key + kl - 3, ".mf") != 0)
+			continue;
+		struct tape_manifest m;
+		rc = pool_manifest_load(p, ov.v[i].key, &m, NULL);
+		if (rc == -ENOENT) { /* removed meanwhile */
+			rc = 0;
+			continue;
+		}
+		if (rc)
+			break;
+		struct tier_manifest_info mi = {
+			.manifest = ov.v[i].key,
+			.volume = m.volume,
+			.version = m.version,
+			.size_bytes = m.size_bytes,
+			.grain_bytes = m.grain_bytes,
+			.date = m.date,
+			.host = m.host,
+			.blocks_total = m.blocks_total,
+		};
+		rc = cb(arg, &mi);
+		tape_manifest_release(&m);
+	}
+	free(ov.v);
+	return rc;
+}
+
+static int tier_remove(struct tier_pool *p, const char *manifest)
+{
+	size_t kl = strlen(manifest);
+	if (strncmp(manifest, "manifests/", 10) != 0 || kl < 4 || strcmp(manifest + kl - 3, ".mf"))
+		return -EINVAL;
+	return p->be->ops->del(p->be, manifest);
+}
+
+static int tier_upload(struct tier_pool *p, const struct tier_upload_req *req,
+		       struct tier_upload_res *res, char *err, size_t errlen)
+{
+	return tape_pool_upload(p, req, res, err, errlen);
+}
+
+static int tier_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stats *st)
+{
+	return tape_pool_gc(p, grace_seconds, st);
+}
+
+const struct tier_ops tape_tier_ops = {
+	.pool_open = tier_pool_open,
+	.pool_close = tier_pool_close,
+	.upload = tier_upload,
+	.remove = tier_remove,
+	.gc = tier_gc,
+	.list = tier_list,
+	.image_open = tape_image_open,
+	.image_read = tape_image_read,
+	.image_seek = tape_image_seek,
+	.image_grain_hash = tape_image_grain_hash,
+	.image_verify = tape_image_verify,
+	.image_close = tape_image_close,
+};

@@ -1,0 +1,28 @@
+/*
+ * tier.h — the tape tier's public face.
+ *
+ * `tape_tier_ops` implements core/tier.h over an object-store backend
+ * (tape/backend.h). Pool URLs: "file:///abs/dir", "s3://bucket[/prefix]",
+ * and "mem:" (an in-memory pool for tests). Pool options (space separated):
+ *   endpoint=URL region=R path_style=1 credentials=/0600/file ca=/pem
+ *   pack_mb=N (pack target, default 32)  threads=N (default 4)
+ *   cache_mb=N (per-image verified-block cache, default 64)
+ *   readahead_mb=N (default 16)
+ * Format: docs/tape-format.md.
+ */
+#ifndef ACMFS_TAPE_TIER_H
+#define ACMFS_TAPE_TIER_H
+
+#include "../core/tier.h"
+#include "backend.h"
+
+extern const struct tier_ops tape_tier_ops;
+
+/* Open a pool over a backend the caller built (tests: tape_backend_mem_new).
+ * On success the pool owns `be`; on failure the caller still does. */
+int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tier_pool **out,
+			   char *err, size_t errlen);
+/* The backend under a pool (tests, tools). */
+struct tape_backend *tape_pool_backend(struct tier_pool *p);
+
+#endif

@@ -1,0 +1,331 @@
+/*
+ * test_tape_codec.c — tape/format.c: pack header/index/trailer and manifest
+ * round trips, every corruption (magic, version, checksum, truncation,
+ * bounds), block naming and keys, zero-grain detection.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format.h"
+
+/* ---- packs ---- */
+
+struct pack_fixture {
+	uint8_t buf[4096];
+	size_t len;
+	struct tape_pack_entry e[3];
+	uint64_t index_off;
+};
+
+static void pack_build(struct pack_fixture *f)
+{
+	uint8_t id[16];
+	memset(id, 0xab, sizeof(id));
+	memset(f->buf, 0, sizeof(f->buf));
+	tape_pack_header_encode(f->buf, id);
+	size_t off = TAPE_PACK_HEADER_BYTES;
+	for (int i = 0; i < 3; i++) {
+		memset(f->buf + off, 'a' + i, 100);
+		tape_sha256(f->buf + off, 100, f->e[i].hash);
+		f->e[i].off = off;
+		f->e[i].len = 100;
+		f->e[i].flags = 0;
+		off += 100;
+	}
+	f->index_off = off;
+	tape_pack_index_encode(f->e, 3, f->buf + off);
+	assert_int_equal(tape_pack_trailer_encode(f->buf + off + 3 * TAPE_PACK_ENTRY_BYTES, 3, off,
+						  f->buf + off, 3 * TAPE_PACK_ENTRY_BYTES),
+			 0);
+	f->len = off + 3 * TAPE_PACK_ENTRY_BYTES + TAPE_PACK_TRAILER_BYTES;
+}
+
+static int pack_decode(const struct pack_fixture *f, size_t len, struct tape_pack_entry *out)
+{
+	struct tape_pack_trailer t;
+	uint8_t id[16];
+	int rc = tape_pack_header_decode(f->buf, len, id);
+	if (rc)
+		return rc;
+	if (len < TAPE_PACK_TRAILER_BYTES)
+		return -EBADMSG;
+	rc = tape_pack_trailer_decode(f->buf + len - TAPE_PACK_TRAILER_BYTES,
+				      TAPE_PACK_TRAILER_BYTES, len, &t);
+	if (rc)
+		return rc;
+	return tape_pack_index_decode(f->buf + t.index_off, (size_t)t.nr_blocks * TAPE_PACK_ENTRY_BYTES,
+				      &t, out);
+}
+
+static void test_pack_roundtrip(void **state)
+{
+	(void)state;
+	struct pack_fixture f;
+	struct tape_pack_entry out[3];
+	pack_build(&f);
+	assert_int_equal(pack_decode(&f, f.len, out), 0);
+	assert_memory_equal(out, f.e, sizeof(out));
+	assert_int_equal(tape_pack_entry_find(out, 3, f.e[1].off), 1);
+	assert_int_equal(tape_pack_entry_find(out, 3, f.e[1].off + 1), -1);
+}
+
+static void test_pack_corruption(void **state)
+{
+	(void)state;
+	struct pack_fixture f;
+	struct tape_pack_entry out[3];
+
+	pack_build(&f); /* header magic */
+	f.buf[0] ^= 1;
+	assert_int_equal(pack_decode(&f, f.len, out), -EBADMSG);
+
+	pack_build(&f); /* header version */
+	f.buf[8] = 2;
+	assert_int_equal(pack_decode(&f, f.len, out), -EPROTONOSUPPORT);
+
+	pack_build(&f); /* trailer magic */
+	f.buf[f.len - TAPE_PACK_TRAILER_BYTES] ^= 1;
+	assert_int_equal(pack_decode(&f, f.len, out), -EBADMSG);
+
+	pack_build(&f); /* trailer version */
+	f.buf[f.len - TAPE_PACK_TRAILER_BYTES + 8] = 9;
+	assert_int_equal(pack_decode(&f, f.len, out), -EPROTONOSUPPORT);
+
+	pack_build(&f); /* index checksum: flip a byte of an entry */
+	f.buf[f.index_off + 5] ^= 1;
+	assert_int_equal(pack_decode(&f, f.len, out), -EBADMSG);
+
+	pack_build(&f); /* trailer checksum */
+	f.buf[f.len - TAPE_PACK_TRAILER_BYTES + 30] ^= 1;
+	assert_int_equal(pack_decode(&f, f.len, out), -EBADMSG);
+
+	pack_build(&f); /* truncated: sizes no longer add up */
+	assert_int_equal(pack_decode(&f, f.len - 1, out), -EBADMSG);
+	assert_int_equal(pack_decode(&f, 10, out), -EBADMSG);
+
+	pack_build(&f); /* reserved bytes */
+	f.buf[f.len - 1] = 1;
+	assert_int_equal(pack_decode(&f, f.len, out), -EBADMSG);
+
+	/* an entry pointing past the index, with a valid checksum */
+	pack_build(&f);
+	f.e[2].len = 5000;
+	tape_pack_index_encode(f.e, 3, f.buf + f.index_off);
+	tape_pack_trailer_encode(f.buf + f.index_off + 3 * TAPE_PACK_ENTRY_BYTES, 3, f.index_off,
+				 f.buf + f.index_off, 3 * TAPE_PACK_ENTRY_BYTES);
+	assert_int_equal(pack_decode(&f, f.len, out), -EBADMSG);
+
+	/* entries out of order (overlapping), valid checksum */
+	pack_build(&f);
+	f.e[1].off = f.e[0].off;
+	tape_pack_index_encode(f.e, 3, f.buf + f.index_off);
+	tape_pack_trailer_encode(f.buf + f.index_off + 3 * TAPE_PACK_ENTRY_BYTES, 3, f.index_off,
+				 f.buf + f.index_off, 3 * TAPE_PACK_ENTRY_BYTES);
+	assert_int_equal(pack_decode(&f, f.len, out), -EBADMSG);
+}
+
+/* ---- manifests ---- */
+
+static void manifest_build(struct tape_manifest *m, uint64_t nr_grains)
+{
+	memset(m, 0, sizeof(*m));
+	strcpy(m->volume, "db01");
+	strcpy(m->host, "host-a");
+	strcpy(m->parent, "manifests/db01/00000000000000000006-0011223344556677.mf");
+	m->version = 7;
+	m->grain_bytes = 65536;
+	m->size_bytes = nr_grains * 65536 - 100;
+	m->date = 1700000000;
+	m->nr_grains = nr_grains;
+	m->nr_packs = 2;
+	m->packs = calloc(2, 16);
+	memset(m->packs[0], 1, 16);
+	memset(m->packs[1], 2, 16);
+	m->refs = calloc(nr_grains, sizeof(*m->refs));
+	for (uint64_t g = 0; g < nr_grains; g++) {
+		struct tape_ref *r = &m->refs[g];
+		if (g % 3 == 0) {
+			r->pack = TAPE_ZERO_PACK;
+			continue;
+		}
+		r->pack = (uint32_t)(g & 1);
+		r->len = 65536;
+		r->off = TAPE_PACK_HEADER_BYTES + g * 65536;
+		memset(r->prefix, (int)g, 8);
+		m->blocks_total++;
+	}
+}
+
+static void test_manifest_roundtrip(void **state)
+{
+	(void)state;
+	struct tape_manifest m, d;
+	uint8_t *buf;
+	size_t len;
+	manifest_build(&m, 10);
+	assert_int_equal(tape_manifest_encode(&m, &buf, &len), 0);
+	assert_int_equal(len, tape_manifest_bytes(&m));
+	/* the budget: 24 bytes per grain plus a small header */
+	assert_true(len <= 72 + 4 + 6 + 55 + 2 * 16 + 10 * 24 + 32);
+	assert_int_equal(tape_manifest_decode(buf, len, &d), 0);
+	assert_string_equal(d.volume, m.volume);
+	assert_string_equal(d.host, m.host);
+	assert_string_equal(d.parent, m.parent);
+	assert_int_equal(d.version, 7);
+	assert_int_equal(d.size_bytes, m.size_bytes);
+	assert_int_equal(d.grain_bytes, 65536);
+	assert_int_equal(d.date, 1700000000);
+	assert_int_equal(d.nr_grains, 10);
+	assert_int_equal(d.blocks_total, m.blocks_total);
+	assert_int_equal(d.nr_packs, 2);
+	assert_memory_equal(d.packs, m.packs, 32);
+	assert_memory_equal(d.refs, m.refs, 10 * sizeof(*m.refs));
+	tape_manifest_release(&d);
+	free(buf);
+	tape_manifest_release(&m);
+}
+
+/* re-seal after a deliberate field change, so only the field check can catch it */
+static void reseal(uint8_t *buf, size_t len)
+{
+	tape_sha256(buf, len - 32, buf + len - 32);
+}
+
+static void test_manifest_corruption(void **state)
+{
+	(void)state;
+	struct tape_manifest m, d;
+	uint8_t *buf, *copy;
+	size_t len;
+	manifest_build(&m, 10);
+	assert_int_equal(tape_manifest_encode(&m, &buf, &len), 0);
+	copy = malloc(len);
+
+	memcpy(copy, buf, len); /* magic */
+	copy[1] ^= 1;
+	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+
+	memcpy(copy, buf, len); /* version */
+	copy[8] = 2;
+	assert_int_equal(tape_manifest_decode(copy, len, &d), -EPROTONOSUPPORT);
+
+	for (size_t i = 12; i < len; i += 7) { /* any flipped byte fails the checksum */
+		memcpy(copy, buf, len);
+		copy[i] ^= 0x10;
+		assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+	}
+
+	for (size_t l = 0; l < len; l += 13) /* truncation */
+		assert_int_equal(tape_manifest_decode(buf, l, &d), -EBADMSG);
+	assert_int_equal(tape_manifest_decode(buf, len - 1, &d), -EBADMSG);
+
+	size_t refs_at = len - 32 - 10 * 24;
+	memcpy(copy, buf, len); /* pack index out of the table */
+	tape_put_le32(copy + refs_at + 24, 5);
+	reseal(copy, len);
+	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+
+	memcpy(copy, buf, len); /* block length != grain */
+	tape_put_le32(copy + refs_at + 24 + 4, 100);
+	reseal(copy, len);
+	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+
+	memcpy(copy, buf, len); /* blocks_total disagrees */
+	tape_put_le64(copy + 56, 1);
+	reseal(copy, len);
+	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+
+	memcpy(copy, buf, len); /* nr_grains disagrees with size */
+	tape_put_le64(copy + 16, 65536);
+	reseal(copy, len);
+	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+
+	memcpy(copy, buf, len); /* header length field */
+	tape_put_le32(copy + 12, 71);
+	reseal(copy, len);
+	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+
+	free(copy);
+	free(buf);
+	tape_manifest_release(&m);
+}
+
+/* ---- naming ---- */
+
+static void test_block_naming(void **state)
+{
+	(void)state;
+	uint8_t h[32], id[16], id2[16];
+	char hex[65], key[128];
+	/* SHA-256("abc"), FIPS 180-2 example */
+	assert_int_equal(tape_sha256("abc", 3, h), 0);
+	tape_hex(h, 32, hex);
+	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	for (int i = 0; i < 16; i++)
+		id[i] = (uint8_t)(i * 17);
+	assert_int_equal(tape_pack_key(id, key, sizeof(key)), 0);
+	assert_string_equal(key, "packs/00112233445566778899aabbccddeeff.pack");
+	assert_int_equal(tape_pack_key_parse(key, id2), 0);
+	assert_memory_equal(id, id2, 16);
+	assert_int_equal(tape_pack_key_parse("packs/0011.pack", id2), -EINVAL);
+	assert_int_equal(tape_pack_key_parse("packs/zz112233445566778899aabbccddeeff.pack", id2),
+			 -EINVAL);
+	uint8_t rnd[8] = {0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3};
+	assert_int_equal(tape_manifest_key("db01", 42, rnd, key, sizeof(key)), 0);
+	assert_string_equal(key, "manifests/db01/00000000000000000042-deadbeef00010203.mf");
+	assert_int_equal(tape_manifest_key("../x", 1, rnd, key, sizeof(key)), -EINVAL);
+	assert_int_equal(tape_manifest_key("a/b", 1, rnd, key, sizeof(key)), -EINVAL);
+	assert_int_equal(tape_manifest_key("db01", 1, rnd, key, 20), -ENAMETOOLONG);
+	assert_false(tape_volume_name_ok(""));
+	assert_false(tape_volume_name_ok(".hidden"));
+	assert_true(tape_volume_name_ok("vol_1.a-b"));
+}
+
+static void test_zero_detection(void **state)
+{
+	(void)state;
+	uint8_t *b = calloc(1, 65536 + 3);
+	assert_true(tape_is_zero(b, 65536 + 3));
+	b[65536 + 2] = 1; /* tail byte */
+	assert_false(tape_is_zero(b, 65536 + 3));
+	b[65536 + 2] = 0;
+	b[0] = 1;
+	assert_false(tape_is_zero(b, 65536));
+	b[0] = 0;
+	b[4097] = 0x80;
+	assert_false(tape_is_zero(b, 65536));
+	assert_true(tape_is_zero(b, 0));
+	free(b);
+}
+
+static void test_le_helpers(void **state)
+{
+	(void)state;
+	uint8_t b[8];
+	tape_put_le64(b, 0x0102030405060708ull);
+	assert_int_equal(b[0], 8);
+	assert_int_equal(b[7], 1);
+	assert_int_equal(tape_get_le64(b), 0x0102030405060708ull);
+	tape_put_le32(b, 0xa1b2c3d4u);
+	assert_int_equal(b[0], 0xd4);
+	assert_int_equal(tape_get_le32(b), 0xa1b2c3d4u);
+	tape_put_le16(b, 0xbeef);
+	assert_int_equal(tape_get_le16(b), 0xbeef);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pack_roundtrip),	   cmocka_unit_test(test_pack_corruption),
+		cmocka_unit_test(test_manifest_roundtrip), cmocka_unit_test(test_manifest_corruption),
+		cmocka_unit_test(test_block_naming),	   cmocka_unit_test(test_zero_detection),
+		cmocka_unit_test(test_le_helpers),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

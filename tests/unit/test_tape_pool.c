@@ -1,0 +1,526 @@
+/*
+ * test_tape_pool.c — the tape tier end to end on the in-memory backend:
+ * upload + read round trip, zero-grain skipping and holes, incremental upload
+ * (exactly the changed grains read, only new blocks stored, counted),
+ * cross-volume dedup, gc (orphans reclaimed, shared blocks kept, repack,
+ * grace), a corrupted block gives -EIO (never wrong bytes), injected backend
+ * faults fail an upload without a manifest, cancel.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "tier.h"
+
+#define GRAIN 4096u
+#define NR    256u /* 1 MiB volumes */
+
+static const struct tier_ops *T = &tape_tier_ops;
+
+struct vol {
+	uint8_t *data;
+	uint64_t size;
+	atomic_uint reads;
+	atomic_uchar *read_map; /* per grain: read how often */
+	int fail_grain;		 /* -1 none */
+};
+
+static int vol_read(void *arg, uint64_t g, void *buf)
+{
+	struct vol *v = arg;
+	atomic_fetch_add(&v->reads, 1);
+	atomic_fetch_add(&v->read_map[g], 1);
+	if ((int)g == v->fail_grain)
+		return -EIO;
+	uint64_t off = g * GRAIN;
+	size_t n = off + GRAIN <= v->size ? GRAIN : (size_t)(v->size - off);
+	memcpy(buf, v->data + off, n);
+	memset((uint8_t *)buf + n, 0, GRAIN - n);
+	return 0;
+}
+
+static uint32_t rnd_state = 12345;
+static uint32_t rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 17;
+	rnd_state ^= rnd_state << 5;
+	return rnd_state;
+}
+
+static void fill_random(uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)rnd();
+}
+
+static void vol_init(struct vol *v, uint64_t size)
+{
+	v->size = size;
+	v->data = calloc(1, size);
+	v->read_map = calloc(NR + 1, sizeof(*v->read_map));
+	v->fail_grain = -1;
+	atomic_store(&v->reads, 0);
+}
+
+static void vol_reset_reads(struct vol *v)
+{
+	atomic_store(&v->reads, 0);
+	for (unsigned i = 0; i <= NR; i++)
+		atomic_store(&v->read_map[i], 0);
+}
+
+static void vol_free(struct vol *v)
+{
+	free(v->data);
+	free(v->read_map);
+}
+
+struct ctx {
+	struct tape_backend *be;
+	struct tier_pool *p;
+};
+
+static int setup(void **state)
+{
+	struct ctx *c = calloc(1, sizeof(*c));
+	char err[128];
+	c->be = tape_backend_mem_new();
+	assert_int_equal(tape_pool_open_backend(c->be, "pack_kb=256 threads=3 cache_mb=1 readahead_mb=1",
+						&c->p, err, sizeof(err)),
+			 0);
+	*state = c;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct ctx *c = *state;
+	T->pool_close(c->p);
+	free(c);
+	return 0;
+}
+
+static int upload(struct ctx *c, struct vol *v, const char *volume, uint64_t version,
+		  const char *parent, const uint8_t *changed, struct tier_upload_res *res)
+{
+	char err[256];
+	atomic_uint_fast64_t done = 0;
+	struct tier_upload_req req = {
+		.volume = volume,
+		.version = version,
+		.size_bytes = v->size,
+		.grain_bytes = GRAIN,
+		.date = 1700000000 + (int64_t)version,
+		.host = "testhost",
+		.parent = parent,
+		.changed = changed,
+		.src = {vol_read, v},
+		.done_grains = &done,
+	};
+	int rc = T->upload(c->p, &req, res, err, sizeof(err));
+	if (!rc)
+		assert_int_equal(done, (v->size + GRAIN - 1) / GRAIN);
+	return rc;
+}
+
+/* reads the whole image in uneven pieces and compares */
+static void check_image(struct ctx *c, const char *manifest, const struct vol *v)
+{
+	struct tier_image *im;
+	uint8_t *buf = malloc(v->size + 100);
+	assert_int_equal(T->image_open(c->p, manifest, &im), 0);
+	uint64_t off = 0;
+	size_t step = 1000;
+	while (off < v->size) {
+		ssize_t n = T->image_read(im, buf + off, step, off);
+		assert_true(n > 0);
+		off += (uint64_t)n;
+		step = step * 3 % 70000 + 1;
+	}
+	assert_int_equal(T->image_read(im, buf, 10, v->size), 0);
+	assert_memory_equal(buf, v->data, v->size);
+	/* random-access reads too */
+	for (int i = 0; i < 50; i++) {
+		uint64_t o = rnd() % v->size;
+		size_t l = rnd() % 20000 + 1;
+		ssize_t n = T->image_read(im, buf, l, o);
+		assert_true(n > 0);
+		assert_memory_equal(buf, v->data + o, (size_t)n);
+	}
+	uint64_t bad = 1;
+	assert_int_equal(T->image_verify(im, &bad), 0);
+	assert_int_equal(bad, 0);
+	T->image_close(im);
+	free(buf);
+}
+
+static int count_prefix_cb(void *arg, const struct tape_obj_info *oi)
+{
+	(void)oi;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int count_objects(struct ctx *c, const char *prefix)
+{
+	int n = 0;
+	assert_int_equal(c->be->ops->list(c->be, prefix, count_prefix_cb, &n), 0);
+	return n;
+}
+
+static void test_roundtrip_and_holes(void **state)
+{
+	struct ctx *c = *state;
+	struct vol v;
+	struct tier_upload_res res;
+	vol_init(&v, NR * GRAIN - 1234); /* last grain partial */
+	for (unsigned g = 0; g < NR; g++)
+		if (g % 4 != 0 && g < 200) /* every 4th grain and the tail are holes */
+			fill_random(v.data + g * GRAIN, g == NR - 1 ? GRAIN - 1234 : GRAIN);
+	assert_int_equal(upload(c, &v, "vol1", 1, NULL, NULL, &res), 0);
+	assert_int_equal(res.grains_read, NR);
+	assert_int_equal(res.blocks_total, 150);
+	assert_int_equal(res.blocks_new, 150);
+	struct tape_mem_stats st;
+	tape_mem_stats_get(c->be, &st);
+	/* only non-zero blocks travel: payload + small overheads */
+	assert_true(st.bytes_put >= 150 * GRAIN && st.bytes_put < 150 * GRAIN + 40000);
+	assert_true(res.bytes_uploaded == st.bytes_put);
+	assert_int_equal(count_objects(c, "manifests/"), 1);
+	assert_true(count_objects(c, "packs/") >= 3); /* 256 KiB packs */
+	check_image(c, res.manifest, &v);
+
+	struct tier_image *im;
+	uint8_t h[32];
+	assert_int_equal(T->image_open(c->p, res.manifest, &im), 0);
+	assert_int_equal(T->image_seek(im, 0, SEEK_DATA), GRAIN);
+	assert_int_equal(T->image_seek(im, 0, SEEK_HOLE), 0);
+	assert_int_equal(T->image_seek(im, GRAIN + 5, SEEK_DATA), GRAIN + 5);
+	assert_int_equal(T->image_seek(im, GRAIN + 5, SEEK_HOLE), 4 * GRAIN);
+	assert_int_equal(T->image_seek(im, 200 * GRAIN, SEEK_DATA), -ENXIO);
+	assert_int_equal(T->image_seek(im, 200 * GRAIN, SEEK_HOLE), 200 * GRAIN);
+	assert_int_equal(T->image_seek(im, v.size, SEEK_DATA), -ENXIO);
+	assert_int_equal(T->image_grain_hash(im, 0, h), 1);
+	assert_int_equal(T->image_grain_hash(im, 1, h), 0);
+	uint8_t want[32];
+	tape_sha256(v.data + GRAIN, GRAIN, want);
+	assert_memory_equal(h, want, 32);
+	T->image_close(im);
+
+	/* list reports it */
+	vol_free(&v);
+}
+
+struct list_acc {
+	int n;
+	uint64_t version;
+};
+
+static int list_cb(void *arg, const struct tier_manifest_info *mi)
+{
+	struct list_acc *a = arg;
+	a->n++;
+	a->version = mi->version;
+	assert_string_equal(mi->volume, "vol1");
+	assert_string_equal(mi->host, "testhost");
+	assert_int_equal(mi->grain_bytes, GRAIN);
+	return 0;
+}
+
+static void test_incremental(void **state)
+{
+	struct ctx *c = *state;
+	struct vol v;
+	struct tier_upload_res r1, r2;
+	uint8_t changed[NR / 8] = {0};
+	vol_init(&v, NR * GRAIN);
+	fill_random(v.data, v.size);
+	assert_int_equal(upload(c, &v, "vol1", 1, NULL, NULL, &r1), 0);
+	assert_int_equal(r1.blocks_new, NR);
+
+	/* change 5 grains; mark them plus 2 that were written with the same bytes */
+	unsigned ch[] = {3, 77, 78, 200, 255}, same[] = {10, 11};
+	for (unsigned i = 0; i < 5; i++) {
+		fill_random(v.data + ch[i] * GRAIN, GRAIN);
+		changed[ch[i] / 8] |= (uint8_t)(1u << (ch[i] % 8));
+	}
+	for (unsigned i = 0; i < 2; i++)
+		changed[same[i] / 8] |= (uint8_t)(1u << (same[i] % 8));
+	vol_reset_reads(&v);
+	struct tape_mem_stats before, after;
+	tape_mem_stats_get(c->be, &before);
+	assert_int_equal(upload(c, &v, "vol1", 2, r1.manifest, changed, &r2), 0);
+	tape_mem_stats_get(c->be, &after);
+	assert_int_equal(r2.grains_read, 7);
+	assert_int_equal(atomic_load(&v.reads), 7);
+	for (unsigned g = 0; g < NR; g++) {
+		int marked = (changed[g / 8] >> (g % 8)) & 1;
+		assert_int_equal(atomic_load(&v.read_map[g]), marked);
+	}
+	assert_int_equal(r2.blocks_new, 5);
+	assert_int_equal(r2.blocks_total, NR);
+	/* one pack of 5 blocks + one manifest */
+	assert_int_equal(after.puts - before.puts, 2);
+	assert_true(after.bytes_put - before.bytes_put < 5 * GRAIN + NR * 24 + 2000);
+	check_image(c, r2.manifest, &v);
+
+	/* a second volume with the same content dedups completely */
+	struct tier_upload_res r3;
+	assert_int_equal(upload(c, &v, "vol2", 1, NULL, NULL, &r3), 0);
+	assert_int_equal(r3.blocks_new, 0);
+	assert_int_equal(r3.grains_read, NR);
+
+	/* a missing parent falls back to a full read */
+	struct tier_upload_res r4;
+	vol_reset_reads(&v);
+	assert_int_equal(upload(c, &v, "vol1", 3, "manifests/vol1/nope.mf", changed, &r4), 0);
+	assert_int_equal(r4.grains_read, NR);
+	assert_int_equal(r4.blocks_new, 0);
+
+	struct list_acc a = {0};
+	assert_int_equal(T->remove(c->p, r3.manifest), 0);
+	assert_int_equal(T->remove(c->p, r3.manifest), -ENOENT);
+	assert_int_equal(T->list(c->p, list_cb, &a), 0);
+	assert_int_equal(a.n, 3);
+	vol_free(&v);
+}
+
+static void test_gc(void **state)
+{
+	struct ctx *c = *state;
+	struct vol a, b;
+	struct tier_upload_res ra, rb;
+	struct tier_gc_stats st;
+	vol_init(&a, NR * GRAIN);
+	vol_init(&b, NR * GRAIN);
+	fill_random(a.data, a.size);
+	memcpy(b.data, a.data, a.size);
+	fill_random(b.data, 192 * GRAIN); /* b shares the last 64 grains with a */
+	assert_int_equal(upload(c, &a, "va", 1, NULL, NULL, &ra), 0);
+	assert_int_equal(upload(c, &b, "vb", 1, NULL, NULL, &rb), 0);
+	assert_int_equal(rb.blocks_new, 192);
+	int packs_before = count_objects(c, "packs/");
+
+	/* within the grace period nothing goes */
+	assert_int_equal(T->remove(c->p, ra.manifest), 0);
+	assert_int_equal(T->gc(c->p, 3600, &st), 0);
+	assert_int_equal(st.packs_deleted + st.packs_repacked, 0);
+	assert_int_equal(count_objects(c, "packs/"), packs_before);
+
+	tape_mem_set_mtime_all(c->be, 1000);
+	assert_int_equal(T->gc(c->p, 0, &st), 0);
+	/* a's 192 private blocks fill most of 3+ packs; workers interleave, so
+	 * some packs mix private and shared blocks and may be kept or repacked */
+	assert_true(st.packs_deleted + st.packs_repacked >= 2);
+	assert_true(st.blocks_freed >= 128 && st.blocks_freed <= 192);
+	uint64_t freed_first = st.blocks_freed;
+	check_image(c, rb.manifest, &b);
+
+	/* an open image pins its packs even after its manifest is gone */
+	struct tier_image *im;
+	uint8_t *buf = malloc(b.size);
+	assert_int_equal(T->image_open(c->p, rb.manifest, &im), 0);
+	assert_int_equal(T->remove(c->p, rb.manifest), 0);
+	tape_mem_set_mtime_all(c->be, 1000);
+	assert_int_equal(T->gc(c->p, 0, &st), 0);
+	assert_int_equal(st.packs_deleted + st.packs_repacked, 0);
+	assert_int_equal(T->image_read(im, buf, b.size, 0), (ssize_t)b.size);
+	assert_memory_equal(buf, b.data, b.size);
+	T->image_close(im);
+	free(buf);
+
+	/* everything unreferenced: the pool empties */
+	assert_int_equal(T->gc(c->p, 0, &st), 0);
+	assert_int_equal(count_objects(c, "packs/"), 0);
+	/* every block either collection reclaimed, each exactly once */
+	assert_int_equal(freed_first + st.blocks_freed, 192 + 256);
+
+	/* a manifest that cannot be read stops gc from deleting anything */
+	assert_int_equal(upload(c, &a, "va", 2, NULL, NULL, &ra), 0);
+	assert_int_equal(upload(c, &b, "vb", 2, NULL, NULL, &rb), 0);
+	assert_int_equal(tape_mem_corrupt(c->be, rb.manifest, 100), 0);
+	tape_mem_set_mtime_all(c->be, 1000);
+	packs_before = count_objects(c, "packs/");
+	assert_int_not_equal(T->gc(c->p, 0, &st), 0);
+	assert_int_equal(count_objects(c, "packs/"), packs_before);
+	vol_free(&a);
+	vol_free(&b);
+}
+
+static void test_gc_repack(void **state)
+{
+	struct ctx *c = *state;
+	struct vol a, b;
+	struct tier_upload_res ra, rb;
+	struct tier_gc_stats st;
+	char err[128];
+	/* one big pack per upload */
+	T->pool_close(c->p);
+	c->be = tape_backend_mem_new();
+	assert_int_equal(tape_pool_open_backend(c->be, "pack_mb=4 threads=2", &c->p, err,
+						sizeof(err)),
+			 0);
+	vol_init(&a, 64 * GRAIN);
+	vol_init(&b, 64 * GRAIN);
+	fill_random(a.data, a.size);
+	memcpy(b.data, a.data, a.size);
+	fill_random(b.data, 48 * GRAIN); /* 16 of a's 64 blocks stay live */
+	assert_int_equal(upload(c, &a, "va", 1, NULL, NULL, &ra), 0);
+	assert_int_equal(upload(c, &b, "vb", 1, NULL, NULL, &rb), 0);
+	assert_int_equal(count_objects(c, "packs/"), 2);
+	assert_int_equal(T->remove(c->p, ra.manifest), 0);
+	tape_mem_set_mtime_all(c->be, 1000);
+	assert_int_equal(T->gc(c->p, 0, &st), 0);
+	assert_int_equal(st.packs_repacked, 1);
+	assert_int_equal(st.blocks_freed, 48);
+	assert_int_equal(count_objects(c, "packs/"), 2); /* b's pack + the repacked one */
+	check_image(c, rb.manifest, &b);
+	/* the rewritten manifest still dedups new uploads */
+	struct tier_upload_res r2;
+	assert_int_equal(upload(c, &b, "vb", 2, NULL, NULL, &r2), 0);
+	assert_int_equal(r2.blocks_new, 0);
+	vol_free(&a);
+	vol_free(&b);
+}
+
+struct pack_keys {
+	char k[8][256];
+	int n;
+};
+
+static int pack_keys_cb(void *arg, const struct tape_obj_info *oi)
+{
+	struct pack_keys *ks = arg;
+	if (ks->n < 8)
+		strcpy(ks->k[ks->n++], oi->key);
+	return 0;
+}
+
+static void test_corrupt_block_eio(void **state)
+{
+	struct ctx *c = *state;
+	struct vol v;
+	struct tier_upload_res r;
+	vol_init(&v, 32 * GRAIN);
+	fill_random(v.data, v.size);
+	assert_int_equal(upload(c, &v, "vc", 1, NULL, NULL, &r), 0);
+	/* corrupt the first block of every pack */
+	struct pack_keys ks = {.n = 0};
+	assert_int_equal(c->be->ops->list(c->be, "packs/", pack_keys_cb, &ks), 0);
+	assert_true(ks.n >= 1);
+	for (int i = 0; i < ks.n; i++)
+		assert_int_equal(tape_mem_corrupt(c->be, ks.k[i], 32 + 100), 0);
+
+	struct tier_image *im;
+	uint8_t *buf = malloc(v.size);
+	assert_int_equal(T->image_open(c->p, r.manifest, &im), 0);
+	int eio = 0;
+	for (uint64_t g = 0; g < 32; g++) {
+		ssize_t n = T->image_read(im, buf, GRAIN, g * GRAIN);
+		if (n < 0) {
+			assert_int_equal(n, -EIO);
+			eio++;
+		} else {
+			assert_int_equal(n, GRAIN);
+			assert_memory_equal(buf, v.data + g * GRAIN, GRAIN); /* never wrong bytes */
+		}
+	}
+	assert_int_equal(eio, ks.n);
+	/* the failure is not cached as data: still EIO on a second try */
+	ssize_t n = T->image_read(im, buf, v.size, 0);
+	assert_true(n == -EIO || (n >= 0 && (size_t)n < v.size));
+	uint64_t bad = 0;
+	assert_int_equal(T->image_verify(im, &bad), 0);
+	assert_int_equal(bad, ks.n);
+	T->image_close(im);
+	free(buf);
+	vol_free(&v);
+}
+
+static void test_faults_and_cancel(void **state)
+{
+	struct ctx *c = *state;
+	struct vol v;
+	struct tier_upload_res r;
+	vol_init(&v, NR * GRAIN);
+	fill_random(v.data, v.size);
+	/* a failing pack PUT (ops: list, then puts) fails the upload */
+	for (uint64_t k = 1; k <= 4; k++) {
+		tape_mem_fail_op(c->be, k, -EIO);
+		assert_int_equal(upload(c, &v, "vf", 1, NULL, NULL, &r), -EIO);
+		tape_mem_fail_op(c->be, 0, 0);
+		assert_int_equal(count_objects(c, "manifests/"), 0);
+	}
+	/* the source failing */
+	v.fail_grain = 100;
+	assert_int_equal(upload(c, &v, "vf", 1, NULL, NULL, &r), -EIO);
+	v.fail_grain = -1;
+	assert_int_equal(count_objects(c, "manifests/"), 0);
+	/* cancel */
+	atomic_int cancel = 1;
+	char err[128];
+	struct tier_upload_req req = {.volume = "vf", .version = 1, .size_bytes = v.size,
+				      .grain_bytes = GRAIN, .src = {vol_read, &v},
+				      .cancel = &cancel};
+	assert_int_equal(T->upload(c->p, &req, &r, err, sizeof(err)), -ECANCELED);
+	/* then it works, and only blocks the pool lacks are uploaded */
+	assert_int_equal(upload(c, &v, "vf", 1, NULL, NULL, &r), 0);
+	assert_true(r.blocks_new <= NR);
+	check_image(c, r.manifest, &v);
+	/* invalid requests */
+	assert_int_equal(upload(c, &v, "../x", 1, NULL, NULL, &r), -EINVAL);
+	assert_int_equal(T->remove(c->p, "packs/x.pack"), -EINVAL);
+	vol_free(&v);
+}
+
+static void test_file_backend(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/tape-unit-XXXXXX", url[64], err[128];
+	assert_non_null(mkdtemp(dir));
+	snprintf(url, sizeof(url), "file://%s", dir);
+	struct ctx c;
+	assert_int_equal(T->pool_open(url, "pack_kb=128", &c.p, err, sizeof(err)), 0);
+	c.be = tape_pool_backend(c.p);
+	struct vol v;
+	struct tier_upload_res r;
+	vol_init(&v, 100 * GRAIN + 7);
+	fill_random(v.data, v.size);
+	assert_int_equal(upload(&c, &v, "vfile", 1, NULL, NULL, &r), 0);
+	check_image(&c, r.manifest, &v);
+	struct tier_gc_stats st;
+	assert_int_equal(T->remove(c.p, r.manifest), 0);
+	assert_int_equal(T->gc(c.p, 0, &st), 0);
+	assert_int_equal(count_objects(&c, "packs/"), 0);
+	T->pool_close(c.p);
+	assert_int_equal(T->pool_open("ftp://x", "", &c.p, err, sizeof(err)), -EINVAL);
+	assert_int_equal(T->pool_open("file://relative", "", &c.p, err, sizeof(err)), -EINVAL);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+	vol_free(&v);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_roundtrip_and_holes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_incremental, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_repack, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_block_eio, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_faults_and_cancel, setup, teardown),
+		cmocka_unit_test(test_file_backend),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
