@@ -37,6 +37,9 @@ struct engine_opts {
 int engine_open(const struct engine_opts *o, struct engine **out, char *err,
 		size_t errlen) ACM_MUST_USE;
 void engine_close(struct engine *e);
+/* `acmfs --check`: consistency check of an unmounted store (core/check.c).
+ * repair only makes things more conservative. Returns problems left, or -errno. */
+int engine_check_store(const char *store, bool repair, struct sbuf *report);
 
 /* ---- control files ---- */
 /* Run one command written to the global ctl (v == NULL) or a volume's ctl.

@@ -433,3 +433,34 @@ uint64_t track_intent_syncs(const struct track *t)
 {
 	return atomic_load(&((struct track *)t)->intent_syncs);
 }
+
+int track_check(const char *dir, uint64_t nr_grains, uint32_t grain_bytes, uint32_t cur_era,
+		uint64_t *marked_regions, char *why, size_t whylen)
+{
+	struct track t;
+	int64_t marked;
+	int rc = 0;
+
+	memset(&t, 0, sizeof(t));
+	why[0] = 0;
+	paths(&t, dir);
+	t.nr_grains = nr_grains;
+	t.grain_bytes = grain_bytes;
+	t.region_grains = region_grains_for(grain_bytes);
+	t.nr_regions = (nr_grains + t.region_grains - 1) / t.region_grains;
+	atomic_init(&t.cur, cur_era);
+	t.era = calloc(nr_grains ? nr_grains : 1, sizeof(*t.era));
+	if (!t.era)
+		return -ENOMEM;
+	if (map_load(&t, why, whylen)) {
+		rc = -EUCLEAN;
+	} else {
+		marked = intent_load(&t, why, whylen);
+		if (marked < 0)
+			rc = -EUCLEAN;
+		else if (marked_regions)
+			*marked_regions = (uint64_t)marked;
+	}
+	free(t.era);
+	return rc;
+}

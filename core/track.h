@@ -58,6 +58,11 @@ int track_commit(struct track *t) ACM_MUST_USE;
 /* how many grains have era > base; bm (if non-NULL) gets those bits OR'ed in */
 uint64_t track_changed(const struct track *t, uint32_t base, _Atomic uint64_t *bm);
 
+/* Read-only check of the files (for `acmfs --check`): 0 when both verify;
+ * *marked_regions = intent regions left marked (an unclean stop). */
+int track_check(const char *dir, uint64_t nr_grains, uint32_t grain_bytes, uint32_t cur_era,
+		uint64_t *marked_regions, char *why, size_t whylen);
+
 /* test hook: count of intent fdatasyncs so far */
 uint64_t track_intent_syncs(const struct track *t);
 

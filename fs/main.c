@@ -7,6 +7,7 @@
  * engine cleanly (copies finish, tracking is flushed).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -26,6 +27,8 @@ struct opts {
 	int flush_ms;
 	int show_help;
 	int show_version;
+	int check;
+	int repair;
 	char *store;
 };
 
@@ -33,6 +36,8 @@ struct opts {
 static const struct fuse_opt opt_spec[] = {
 	OPT("writeback", writeback, 1),
 	OPT("flush_ms=%d", flush_ms, 0),
+	OPT("--check", check, 1),
+	OPT("--repair", repair, 1),
 	OPT("--version", show_version, 1),
 	OPT("-V", show_version, 1),
 	OPT("--help", show_help, 1),
@@ -65,6 +70,9 @@ static void usage(const char *prog)
 	       "                        only the owner or root may write any ctl)\n"
 	       "    -f                  stay in the foreground\n"
 	       "    -d                  debug (implies -f)\n"
+	       "    --check STORE       check an unmounted store's consistency and exit\n"
+	       "                        (non-zero when problems are found)\n"
+	       "    --check --repair STORE  also repair, only ever more conservatively\n"
 	       "    -V, --version       print the version\n"
 	       "    -h, --help          this help\n"
 	       "\n"
@@ -94,6 +102,21 @@ int main(int argc, char *argv[])
 		printf("acmfs %s (libfuse %s)\n", ACMFS_VERSION, fuse_pkgversion());
 		fuse_opt_free_args(&args);
 		return 0;
+	}
+	if (o.check) {
+		struct sbuf sb;
+		if (!o.store) {
+			fprintf(stderr, "acmfs: usage: acmfs --check [--repair] STORE\n");
+			return 2;
+		}
+		sbuf_init(&sb, 64 * 1024 * 1024);
+		rc = engine_check_store(o.store, o.repair, &sb);
+		if (sb.buf)
+			fputs(sb.buf, stdout);
+		sbuf_release(&sb);
+		free(o.store);
+		fuse_opt_free_args(&args);
+		return rc == 0 ? 0 : 1;
 	}
 	/* allow_other forces default_permissions: the kernel then checks modes */
 	for (int i = 0; i < args.argc; i++)
@@ -137,6 +160,16 @@ int main(int argc, char *argv[])
 	}
 	log_info("mounted %s on %s", fs.store, cl.mountpoint);
 	fuse_daemonize(cl.foreground);
+	if (!cl.foreground) {
+		/* daemonized: stderr went to /dev/null; the log sink goes to the store */
+		char lp[PATH_MAX];
+		snprintf(lp, sizeof(lp), "%.4000s/acmfs.log", fs.store);
+		int fd = open(lp, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			dup2(fd, STDERR_FILENO);
+			close(fd);
+		}
+	}
 	if (cl.singlethread) {
 		rc = fuse_session_loop(fs.se);
 	} else {
