@@ -175,7 +175,7 @@ int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf 
 	struct bvol *bv;
 	struct job *j;
 	uint32_t era = 0, base;
-	bool full;
+	bool full, old_tracking = false;
 	int rc;
 
 	if (c->media == MEDIA_TAPE)
@@ -207,6 +207,7 @@ int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf 
 	}
 	full = !c->differential || !bv->row.tracking;
 	base = bv->row.track_base;
+	old_tracking = bv->row.tracking;
 
 	h = calloc(1, sizeof(*h));
 	if (!h) {
@@ -293,7 +294,7 @@ out_rollback:
 	/* undo in-memory changes of this attempt (the victim's are durable only on commit) */
 	v->row.next_version--;
 	v->row.era = era;
-	bv->row.tracking = !full || bv->row.tracking;
+	bv->row.tracking = old_tracking;
 	bv->row.track_base = base;
 out_free:
 	free(h);

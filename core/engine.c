@@ -628,14 +628,19 @@ static void *flusher_main(void *arg)
 		pthread_cond_timedwait(&e->cond, &e->lock, &ts);
 		if (e->stopping)
 			break;
-		for (struct vol *v = e->vols; v; v = v->next) {
+		struct vol *list[256];
+		size_t n = 0;
+		for (struct vol *v = e->vols; v && n < ACM_ARRAY_SIZE(list); v = v->next) {
 			v->refs++;
-			pthread_mutex_unlock(&e->lock);
-			if (vol_track_flush(v))
-				log_warn("%s: era map flush failed", v->row.name);
-			pthread_mutex_lock(&e->lock);
-			v->refs--;
+			list[n++] = v;
 		}
+		pthread_mutex_unlock(&e->lock);
+		for (size_t i = 0; i < n; i++) {
+			if (!list[i]->deleted && vol_track_flush(list[i]))
+				log_warn("%s: era map flush failed", list[i]->row.name);
+			vol_put(list[i]);
+		}
+		pthread_mutex_lock(&e->lock);
 	}
 	pthread_mutex_unlock(&e->lock);
 	return NULL;
@@ -764,10 +769,9 @@ void engine_close(struct engine *e)
 	if (!e)
 		return;
 	pthread_mutex_lock(&e->lock);
+	/* running physical copies finish (a clean stop keeps their histories);
+	 * tape copies are cancelled and end failed */
 	e->stopping = true;
-	for (v = e->vols; v; v = v->next)
-		for (struct job *j = v->jobs; j; j = j->next)
-			atomic_store(&j->cancel, 1);
 	pthread_mutex_unlock(&e->lock);
 	tape_cancel_all(e);
 	pthread_mutex_lock(&e->lock);
@@ -1051,7 +1055,7 @@ static int cmd_volume_delete(struct engine *e, const struct cmd *c, char *err, s
 		snprintf(err, errlen, "no volume %s", c->name);
 		return -ENOENT;
 	}
-	if (v->opens > 0 || v->busy || v->jobs) {
+	if (v->opens > 0 || v->img_readers > 0 || v->busy || v->jobs) {
 		snprintf(err, errlen, "volume %s is in use (open, or a copy runs)", c->name);
 		return -EBUSY;
 	}

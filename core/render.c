@@ -379,7 +379,7 @@ static void render_status_json(struct engine *e, struct sbuf *sb)
 {
 	char date[32];
 
-	sbuf_add(sb, "{\"server\":", 11);
+	sbuf_add(sb, "{\"server\":", 10);
 	sbuf_add_json_str(sb, e->host);
 	sbuf_addf(sb, ",\"version\":\"%s\",\"volumes\":[", ACMFS_VERSION);
 	for (struct vol *v = e->vols; v; v = v->next) {

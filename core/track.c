@@ -59,6 +59,8 @@ struct track {
 	uint64_t seq;
 	uint32_t *snap; /* commit buffer (little-endian eras), guarded by commit_lock */
 	uint32_t snap_era;
+	uint32_t committed_era; /* era of the last durable map */
+	bool committed;		/* a map was committed by this process */
 	pthread_mutex_t commit_lock;
 
 	int intent_fd;
@@ -387,6 +389,10 @@ int track_commit(struct track *t)
 	size_t blen = (size_t)(t->nr_regions + 7) / 8;
 
 	rc = map_write(t->map_path, t->snap, t->nr_grains, t->grain_bytes, t->snap_era, ++t->seq);
+	if (!rc) {
+		t->committed = true;
+		t->committed_era = t->snap_era;
+	}
 	if (rc) {
 		log_err("%s: era map write failed: %s", t->map_path, strerror(-rc));
 		goto out;
@@ -427,6 +433,15 @@ uint64_t track_changed(const struct track *t, uint32_t base, _Atomic uint64_t *b
 		}
 	}
 	return n;
+}
+
+bool track_dirty(struct track *t)
+{
+	bool dirty = !t->committed || t->committed_era != atomic_load(&t->cur);
+
+	for (size_t i = 0; !dirty && i < bitmap_words(t->nr_regions); i++)
+		dirty = atomic_load(&t->mem_bits[i]) != 0;
+	return dirty;
 }
 
 uint64_t track_intent_syncs(const struct track *t)

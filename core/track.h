@@ -63,6 +63,9 @@ uint64_t track_changed(const struct track *t, uint32_t base, _Atomic uint64_t *b
 int track_check(const char *dir, uint64_t nr_grains, uint32_t grain_bytes, uint32_t cur_era,
 		uint64_t *marked_regions, char *why, size_t whylen);
 
+/* anything to flush? (intent regions marked since the last commit, or a new era) */
+bool track_dirty(struct track *t);
+
 /* test hook: count of intent fdatasyncs so far */
 uint64_t track_intent_syncs(const struct track *t);
 

@@ -277,6 +277,10 @@ int64_t vol_seek_data(struct vol *v, uint64_t off, int whence)
 
 int vol_track_flush(struct vol *v)
 {
+	/* a write marks its region's intent bit before it changes any era: with no
+	 * bit marked and the same era, the durable map is current */
+	if (!track_dirty(v->trk))
+		return 0;
 	pthread_rwlock_wrlock(&v->barrier);
 	track_snapshot(v->trk);
 	pthread_rwlock_unlock(&v->barrier);

@@ -769,7 +769,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	if (fh->text.buf)
 		fh->text.buf[0] = 0;
 	int rc = engine_ctl(fs->e, fh->v, buf, size, &fh->text);
-	fh->reply_base = (uint64_t)off + size;
+	/* a failed write leaves the file position where it was */
+	fh->reply_base = (uint64_t)off + (rc ? 0 : size);
 	pthread_mutex_unlock(&fh->lock);
 	if (rc)
 		fuse_reply_err(req, -rc);
