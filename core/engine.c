@@ -1306,6 +1306,10 @@ int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, str
 
 	err[0] = 0;
 	rc = cmd_parse(v ? CMD_VOLUME : CMD_GLOBAL, buf, len, &c, err, sizeof(err));
+	if (!rc && v && v->deleted) {
+		snprintf(err, sizeof(err), "volume %s was deleted", v->row.name);
+		rc = -ENOENT;
+	}
 	if (!rc) {
 		if (!v) {
 			pthread_mutex_lock(&e->lock);
