@@ -757,9 +757,9 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 			}
 			/* skip grains whose content already matches */
 			if (to_tv) {
-				rc = util_pread_full(v->tv_fd, buf, (size_t)len, off);
+				rc = util_pread_full(IO_DATA, v->tv_fd, buf, (size_t)len, off);
 			} else {
-				rc = util_pread_full(fd, buf, (size_t)len, off);
+				rc = util_pread_full(IO_DATA, fd, buf, (size_t)len, off);
 			}
 			if (rc)
 				break;
@@ -789,7 +789,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 			if (to_tv)
 				rc = vol_punch_internal(v, off, len);
 			else if (blk)
-				rc = util_pwrite_full(fd, memset(buf, 0, grain), (size_t)len, off);
+				rc = util_pwrite_full(IO_DATA, fd, memset(buf, 0, grain), (size_t)len, off);
 			else
 				rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					       (off_t)off, (off_t)len)
@@ -797,7 +797,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 					     : 0;
 		} else {
 			rc = to_tv ? vol_write_internal(v, buf, (size_t)len, off)
-				   : util_pwrite_full(fd, buf, (size_t)len, off);
+				   : util_pwrite_full(IO_DATA, fd, buf, (size_t)len, off);
 			bytes += len;
 		}
 		copied++;
@@ -808,7 +808,7 @@ next:
 	if (!rc) {
 		if (to_tv)
 			rc = vol_fsync(v, false);
-		else if (fsync(fd))
+		else if (io_fsync(IO_DATA, fd))
 			rc = -errno;
 	}
 	if (rc && !err[0])

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "log.h"
 
 #define LOG_PREFIX "catalog"
@@ -172,6 +173,142 @@ int catalog_check(struct catalog *c, char *msg, size_t msglen)
 	return rc;
 }
 
+/* ---- fault-injection VFS shim (only registered when ACMFS_FAULT names the
+ * catalog): every write, sync and truncate of the database and its WAL
+ * counts as one IO_CATALOG operation ---- */
+
+struct shim_file {
+	sqlite3_file base;
+	sqlite3_file *real; /* follows this struct in the same allocation */
+};
+
+static sqlite3_vfs *real_vfs;
+static sqlite3_io_methods shim_methods;
+
+static sqlite3_file *REAL(sqlite3_file *f)
+{
+	return ((struct shim_file *)f)->real;
+}
+
+static int shim_fault(void)
+{
+	int rc = fault_check(IO_CATALOG, NULL);
+
+	return rc == -ENOSPC ? SQLITE_FULL : rc ? SQLITE_IOERR : SQLITE_OK;
+}
+
+static int shim_close(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int shim_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+	return REAL(f)->pMethods->xRead(REAL(f), b, n, o);
+}
+static int shim_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+	int rc = shim_fault();
+	return rc ? rc : REAL(f)->pMethods->xWrite(REAL(f), b, n, o);
+}
+static int shim_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	int rc = shim_fault();
+	return rc ? rc : REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int shim_sync(sqlite3_file *f, int flags)
+{
+	int rc = shim_fault();
+	return rc ? rc : REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int shim_size(sqlite3_file *f, sqlite3_int64 *s)
+{
+	return REAL(f)->pMethods->xFileSize(REAL(f), s);
+}
+static int shim_lock(sqlite3_file *f, int l)
+{
+	return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int shim_unlock(sqlite3_file *f, int l)
+{
+	return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int shim_check(sqlite3_file *f, int *r)
+{
+	return REAL(f)->pMethods->xCheckReservedLock(REAL(f), r);
+}
+static int shim_fctl(sqlite3_file *f, int op, void *a)
+{
+	return REAL(f)->pMethods->xFileControl(REAL(f), op, a);
+}
+static int shim_sector(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int shim_devchar(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int shim_shmmap(sqlite3_file *f, int pg, int sz, int ext, void volatile **pp)
+{
+	return REAL(f)->pMethods->xShmMap(REAL(f), pg, sz, ext, pp);
+}
+static int shim_shmlock(sqlite3_file *f, int off, int n, int flags)
+{
+	return REAL(f)->pMethods->xShmLock(REAL(f), off, n, flags);
+}
+static void shim_shmbarrier(sqlite3_file *f)
+{
+	REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int shim_shmunmap(sqlite3_file *f, int del)
+{
+	return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+
+static int shim_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+	struct shim_file *sf = (struct shim_file *)f;
+	int rc;
+
+	sf->real = (sqlite3_file *)(sf + 1);
+	rc = real_vfs->xOpen(real_vfs, name, sf->real, flags, out);
+	f->pMethods = rc == SQLITE_OK && sf->real->pMethods ? &shim_methods : NULL;
+	return rc;
+}
+
+static sqlite3_vfs shim_vfs;
+
+static void shim_register(void)
+{
+	if (real_vfs)
+		return;
+	real_vfs = sqlite3_vfs_find(NULL);
+	shim_vfs = *real_vfs;
+	shim_vfs.zName = "acmfs-fault";
+	shim_vfs.szOsFile = (int)sizeof(struct shim_file) + real_vfs->szOsFile;
+	shim_vfs.xOpen = shim_open;
+	shim_methods = (sqlite3_io_methods){
+		.iVersion = 2,
+		.xClose = shim_close,
+		.xRead = shim_read,
+		.xWrite = shim_write,
+		.xTruncate = shim_truncate,
+		.xSync = shim_sync,
+		.xFileSize = shim_size,
+		.xLock = shim_lock,
+		.xUnlock = shim_unlock,
+		.xCheckReservedLock = shim_check,
+		.xFileControl = shim_fctl,
+		.xSectorSize = shim_sector,
+		.xDeviceCharacteristics = shim_devchar,
+		.xShmMap = shim_shmmap,
+		.xShmLock = shim_shmlock,
+		.xShmBarrier = shim_shmbarrier,
+		.xShmUnmap = shim_shmunmap,
+	};
+	sqlite3_vfs_register(&shim_vfs, 0);
+}
+
 int catalog_open(const char *path, struct catalog **out)
 {
 	struct catalog *c = calloc(1, sizeof(*c));
@@ -180,9 +317,11 @@ int catalog_open(const char *path, struct catalog **out)
 
 	if (!c)
 		return -ENOMEM;
+	if (fault_active(IO_CATALOG))
+		shim_register();
 	rc = sqlite3_open_v2(path, &c->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-			     NULL);
+			     real_vfs ? "acmfs-fault" : NULL);
 	if (rc != SQLITE_OK) {
 		rc = map_err(c, rc, "open");
 		goto out_close;

@@ -684,6 +684,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 	if (!e)
 		return -ENOMEM;
 	e->lock_fd = -1;
+	fault_init_from_env();
 	char real[PATH_MAX];
 	if (!realpath(o->store, real)) {
 		rc = util_mkdir_p(o->store, 0700);
@@ -792,6 +793,7 @@ void engine_close(struct engine *e)
 		free(p);
 	}
 	catalog_close(e->cat);
+	fault_report();
 	if (e->lock_fd >= 0)
 		close(e->lock_fd);
 	pthread_mutex_destroy(&e->lock);
@@ -853,9 +855,9 @@ static int import_from(const char *src, int dst_fd, uint64_t size, char *err, si
 				while (in < h) {
 					size_t chunk = (size_t)(h - in) < ACM_MiB ? (size_t)(h - in)
 										  : ACM_MiB;
-					rc = util_pread_full(fd, buf, chunk, (uint64_t)in);
+					rc = util_pread_full(IO_DATA, fd, buf, chunk, (uint64_t)in);
 					if (!rc && !util_is_zero(buf, chunk))
-						rc = util_pwrite_full(dst_fd, buf, chunk,
+						rc = util_pwrite_full(IO_DATA, dst_fd, buf, chunk,
 								      (uint64_t)in);
 					if (rc)
 						break;

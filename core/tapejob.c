@@ -58,11 +58,11 @@ static int read_from_overlay(void *arg, uint64_t g, void *buf)
 	}
 	stripes_lock(v, g, g);
 	if (bitmap_test(t->ov->pending, g)) {
-		rc = util_pread_full(v->tv_fd, buf, (size_t)len, off);
+		rc = util_pread_full(IO_DATA, v->tv_fd, buf, (size_t)len, off);
 		if (!rc && bitmap_clear(t->ov->pending, g))
 			atomic_fetch_sub(&t->ov->remaining, 1);
 	} else {
-		rc = util_pread_full(t->ovb->fd, buf, (size_t)len, off);
+		rc = util_pread_full(IO_DATA, t->ovb->fd, buf, (size_t)len, off);
 	}
 	stripes_unlock(v, g, g);
 	return rc;

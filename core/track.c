@@ -114,7 +114,7 @@ static int map_write(const char *path, const uint32_t *le_eras, uint64_t nr_grai
 	h.hdr_crc = htole32(util_crc32c(0, &h, offsetof(struct map_hdr, hdr_crc)));
 	memcpy(buf, &h, sizeof(h));
 	memcpy(buf + sizeof(h), le_eras, dlen);
-	rc = util_write_file_atomic(path, buf, sizeof(h) + dlen);
+	rc = util_write_file_atomic(IO_TRACK, path, buf, sizeof(h) + dlen);
 	free(buf);
 	return rc;
 }
@@ -142,7 +142,7 @@ int track_create(const char *dir, uint64_t nr_grains, uint32_t grain_bytes)
 		return -ENOMEM;
 	intent_hdr_fill(&ih, rg, nr);
 	memcpy(ibuf, &ih, sizeof(ih));
-	rc = util_write_file_atomic(t.intent_path, ibuf, sizeof(ih) + blen);
+	rc = util_write_file_atomic(IO_TRACK, t.intent_path, ibuf, sizeof(ih) + blen);
 	free(ibuf);
 	return rc;
 }
@@ -152,7 +152,7 @@ static int map_load(struct track *t, char *why, size_t whylen)
 	char *buf = NULL;
 	size_t len;
 	struct map_hdr h;
-	int rc = util_read_file(t->map_path, &buf, &len);
+	int rc = util_read_file(IO_TRACK, t->map_path, &buf, &len);
 
 	if (rc) {
 		snprintf(why, whylen, "era map unreadable: %s", strerror(-rc));
@@ -201,7 +201,7 @@ static int64_t intent_load(struct track *t, char *why, size_t whylen)
 	size_t len, blen = (size_t)(t->nr_regions + 7) / 8;
 	struct intent_hdr h;
 	int64_t marked = 0;
-	int rc = util_read_file(t->intent_path, &buf, &len);
+	int rc = util_read_file(IO_TRACK, t->intent_path, &buf, &len);
 
 	if (rc) {
 		snprintf(why, whylen, "intent file unreadable: %s", strerror(-rc));
@@ -277,7 +277,7 @@ int track_open(const char *dir, uint64_t nr_grains, uint32_t grain_bytes, uint32
 			goto out_free;
 		intent_hdr_fill(&ih, t->region_grains, t->nr_regions);
 		memcpy(ibuf, &ih, sizeof(ih));
-		rc = util_write_file_atomic(t->intent_path, ibuf, sizeof(ih) + blen);
+		rc = util_write_file_atomic(IO_TRACK, t->intent_path, ibuf, sizeof(ih) + blen);
 		free(ibuf);
 		if (rc)
 			goto out_free;
@@ -330,9 +330,9 @@ int track_intent(struct track *t, uint64_t g0, uint64_t g1)
 		pthread_mutex_lock(&t->intent_lock);
 		if (!(t->disk_bits[r / 8] & (1u << (r % 8)))) {
 			uint8_t b = t->disk_bits[r / 8] | (uint8_t)(1u << (r % 8));
-			rc = util_pwrite_full(t->intent_fd, &b, 1,
+			rc = util_pwrite_full(IO_TRACK, t->intent_fd, &b, 1,
 					      sizeof(struct intent_hdr) + r / 8);
-			if (!rc && fdatasync(t->intent_fd))
+			if (!rc && io_fdatasync(IO_TRACK, t->intent_fd))
 				rc = -errno;
 			if (rc) {
 				pthread_mutex_unlock(&t->intent_lock);
@@ -407,8 +407,8 @@ int track_commit(struct track *t)
 		if (bitmap_test(t->mem_bits, r))
 			nb[r / 8] |= (uint8_t)(1u << (r % 8));
 	if (memcmp(nb, t->disk_bits, blen)) {
-		rc = util_pwrite_full(t->intent_fd, nb, blen, sizeof(struct intent_hdr));
-		if (!rc && fdatasync(t->intent_fd))
+		rc = util_pwrite_full(IO_TRACK, t->intent_fd, nb, blen, sizeof(struct intent_hdr));
+		if (!rc && io_fdatasync(IO_TRACK, t->intent_fd))
 			rc = -errno;
 		if (!rc)
 			memcpy(t->disk_bits, nb, blen);

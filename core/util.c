@@ -208,12 +208,12 @@ uint32_t util_crc32c(uint32_t crc, const void *buf, size_t len)
 	return ~crc;
 }
 
-int util_pread_full(int fd, void *buf, size_t len, uint64_t off)
+int util_pread_full(enum io_class c, int fd, void *buf, size_t len, uint64_t off)
 {
 	char *p = buf;
 
 	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
+		ssize_t n = io_pread(c, fd, p, len, (off_t)off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -230,12 +230,12 @@ int util_pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-int util_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+int util_pwrite_full(enum io_class c, int fd, const void *buf, size_t len, uint64_t off)
 {
 	const char *p = buf;
 
 	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		ssize_t n = io_pwrite(c, fd, p, len, (off_t)off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -263,7 +263,7 @@ int util_fsync_dir(const char *path)
 	return rc;
 }
 
-int util_write_file_atomic(const char *path, const void *buf, size_t len)
+int util_write_file_atomic(enum io_class c, const char *path, const void *buf, size_t len)
 {
 	char tmp[PATH_MAX];
 	int fd, rc;
@@ -273,11 +273,11 @@ int util_write_file_atomic(const char *path, const void *buf, size_t len)
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	rc = util_pwrite_full(fd, buf, len, 0);
-	if (!rc && fsync(fd))
+	rc = util_pwrite_full(c, fd, buf, len, 0);
+	if (!rc && io_fsync(c, fd))
 		rc = -errno;
 	close(fd);
-	if (!rc && rename(tmp, path))
+	if (!rc && io_rename(c, tmp, path))
 		rc = -errno;
 	if (rc) {
 		unlink(tmp);
@@ -286,7 +286,7 @@ int util_write_file_atomic(const char *path, const void *buf, size_t len)
 	return util_fsync_dir(path);
 }
 
-int util_read_file(const char *path, char **out, size_t *len)
+int util_read_file(enum io_class c, const char *path, char **out, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
@@ -304,7 +304,7 @@ int util_read_file(const char *path, char **out, size_t *len)
 		rc = -ENOMEM;
 		goto out_close;
 	}
-	rc = util_pread_full(fd, buf, (size_t)st.st_size, 0);
+	rc = util_pread_full(c, fd, buf, (size_t)st.st_size, 0);
 	if (rc) {
 		free(buf);
 		goto out_close;

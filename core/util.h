@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "fault.h"
+
 #define ACM_NAME_MAX 64
 #define ACM_KiB 1024ULL
 #define ACM_MiB (1024ULL * 1024)
@@ -67,12 +69,12 @@ uint64_t bitmap_count(const _Atomic uint64_t *bm, uint64_t nbits);
 uint32_t util_crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* Loop until all bytes are done; short reads past EOF fill zeros. */
-int util_pread_full(int fd, void *buf, size_t len, uint64_t off) ACM_MUST_USE;
-int util_pwrite_full(int fd, const void *buf, size_t len, uint64_t off) ACM_MUST_USE;
+int util_pread_full(enum io_class c, int fd, void *buf, size_t len, uint64_t off) ACM_MUST_USE;
+int util_pwrite_full(enum io_class c, int fd, const void *buf, size_t len, uint64_t off) ACM_MUST_USE;
 /* write a whole file atomically: tmp + fsync + rename + dir fsync */
-int util_write_file_atomic(const char *path, const void *buf, size_t len) ACM_MUST_USE;
+int util_write_file_atomic(enum io_class c, const char *path, const void *buf, size_t len) ACM_MUST_USE;
 /* read a whole small file into a malloc'd NUL-terminated buffer */
-int util_read_file(const char *path, char **out, size_t *len) ACM_MUST_USE;
+int util_read_file(enum io_class c, const char *path, char **out, size_t *len) ACM_MUST_USE;
 int util_fsync_dir(const char *path);
 int util_mkdir_p(const char *path, mode_t mode);
 bool util_is_zero(const void *buf, size_t len);

@@ -79,6 +79,10 @@ void stripes_unlock(struct vol *v, uint64_t g0, uint64_t g1)
 static int copy_range(int src, int dst, uint64_t off, uint64_t len, uint64_t *data_bytes)
 {
 	uint64_t end = off + len;
+	int frc = fault_check(IO_DATA, NULL);
+
+	if (frc)
+		return frc;
 
 	while (off < end) {
 		off_t d = lseek(src, (off_t)off, SEEK_DATA);
@@ -180,7 +184,7 @@ ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off)
 		return 0;
 	if (len > v->row.size_bytes - off)
 		len = (size_t)(v->row.size_bytes - off);
-	rc = util_pread_full(v->tv_fd, buf, len, off);
+	rc = util_pread_full(IO_DATA, v->tv_fd, buf, len, off);
 	if (rc) {
 		atomic_fetch_add(&v->e->m.io_errors, 1);
 		return rc;
@@ -210,7 +214,7 @@ static int write_locked(struct vol *v, const void *buf, size_t len, uint64_t off
 				rc = fallocate(v->tv_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					       (off_t)off, (off_t)len) ? -errno : 0;
 			else
-				rc = util_pwrite_full(v->tv_fd, buf, len, off);
+				rc = util_pwrite_full(IO_DATA, v->tv_fd, buf, len, off);
 		}
 		stripes_unlock(v, g0, g1);
 	} else {
@@ -221,7 +225,7 @@ static int write_locked(struct vol *v, const void *buf, size_t len, uint64_t off
 				     ? -errno
 				     : 0;
 		else
-			rc = util_pwrite_full(v->tv_fd, buf, len, off);
+			rc = util_pwrite_full(IO_DATA, v->tv_fd, buf, len, off);
 	}
 out_unlock:
 	pthread_rwlock_unlock(&v->barrier);
@@ -258,7 +262,7 @@ ssize_t vol_write(struct vol *v, const void *buf, size_t len, uint64_t off)
 
 int vol_fsync(struct vol *v, bool datasync)
 {
-	if (datasync ? fdatasync(v->tv_fd) : fsync(v->tv_fd))
+	if (datasync ? io_fdatasync(IO_DATA, v->tv_fd) : io_fsync(IO_DATA, v->tv_fd))
 		return -errno;
 	return 0;
 }
@@ -416,7 +420,7 @@ static void *copier_main(void *arg)
 				g = end + 1;
 			}
 		}
-		if (!rc && !atomic_load(&j->cancel) && fdatasync(j->bv->fd))
+		if (!rc && !atomic_load(&j->cancel) && io_fdatasync(IO_DATA, j->bv->fd))
 			rc = -errno;
 		if (rc) {
 			vol_log(v, "error: physical copy to %s failed: %s", j->bv->name,
@@ -460,11 +464,11 @@ int grain_read_hist(struct vol *v, struct history *h, uint64_t g, void *buf)
 	j = h->job;
 	if (j) {
 		stripes_lock(v, g, g);
-		rc = util_pread_full(bitmap_test(j->pending, g) ? v->tv_fd : h->bv->fd, buf, len,
+		rc = util_pread_full(IO_DATA, bitmap_test(j->pending, g) ? v->tv_fd : h->bv->fd, buf, len,
 				     off);
 		stripes_unlock(v, g, g);
 	} else {
-		rc = util_pread_full(h->bv->fd, buf, len, off);
+		rc = util_pread_full(IO_DATA, h->bv->fd, buf, len, off);
 	}
 	pthread_rwlock_unlock(&v->barrier);
 	return rc;
@@ -573,14 +577,14 @@ ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 	pthread_rwlock_rdlock(&v->barrier);
 	j = h->job;
 	if (!j) {
-		rc = util_pread_full(h->bv->fd, buf, len, off);
+		rc = util_pread_full(IO_DATA, h->bv->fd, buf, len, off);
 	} else {
 		uint64_t pos = off, end = off + len;
 		while (pos < end && !rc) {
 			uint64_t g = pos / grain;
 			uint64_t gend = (g + 1) * grain < end ? (g + 1) * grain : end;
 			stripes_lock(v, g, g);
-			rc = util_pread_full(bitmap_test(j->pending, g) ? v->tv_fd : h->bv->fd,
+			rc = util_pread_full(IO_DATA, bitmap_test(j->pending, g) ? v->tv_fd : h->bv->fd,
 					     (char *)buf + (pos - off), (size_t)(gend - pos), pos);
 			stripes_unlock(v, g, g);
 			pos = gend;

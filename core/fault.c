@@ -1,0 +1,189 @@
+/*
+ * fault.c — see fault.h.
+ */
+#include "fault.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define LOG_PREFIX "fault"
+#define MAX_RULES 8
+
+struct rule {
+	int cls; /* -1 = any */
+	uint64_t n;
+	bool from_n;
+	enum { A_EIO, A_ENOSPC, A_SHORT, A_CRASH } action;
+};
+
+static struct rule rules[MAX_RULES];
+static int nrules;
+static bool any_active, report_counts;
+static atomic_uint_fast64_t counts[IO_NCLASS];
+static const char *const class_names[IO_NCLASS] = { "track", "catalog", "data", "store" };
+
+void fault_init_from_env(void)
+{
+	const char *spec = getenv("ACMFS_FAULT");
+	char buf[512], *save = NULL;
+
+	nrules = 0;
+	any_active = false;
+	report_counts = getenv("ACMFS_FAULT_COUNT") != NULL;
+	if (!spec || !*spec)
+		return;
+	snprintf(buf, sizeof(buf), "%s", spec);
+	for (char *r = strtok_r(buf, ",", &save); r && nrules < MAX_RULES;
+	     r = strtok_r(NULL, ",", &save)) {
+		char cls[16], nbuf[32], act[16];
+		struct rule ru = { 0 };
+		if (sscanf(r, "%15[a-z]:%31[0-9+]:%15[a-z]", cls, nbuf, act) != 3) {
+			log_warn("ignoring bad ACMFS_FAULT rule '%s'", r);
+			continue;
+		}
+		ru.cls = -2;
+		if (!strcmp(cls, "any"))
+			ru.cls = -1;
+		for (int i = 0; i < IO_NCLASS; i++)
+			if (!strcmp(cls, class_names[i]))
+				ru.cls = i;
+		ru.n = strtoull(nbuf, NULL, 10);
+		ru.from_n = strchr(nbuf, '+') != NULL;
+		if (!strcmp(act, "eio"))
+			ru.action = A_EIO;
+		else if (!strcmp(act, "enospc"))
+			ru.action = A_ENOSPC;
+		else if (!strcmp(act, "short"))
+			ru.action = A_SHORT;
+		else if (!strcmp(act, "crash"))
+			ru.action = A_CRASH;
+		else
+			ru.cls = -2;
+		if (ru.cls == -2 || ru.n == 0) {
+			log_warn("ignoring bad ACMFS_FAULT rule '%s'", r);
+			continue;
+		}
+		rules[nrules++] = ru;
+		any_active = true;
+		log_warn("fault injection armed: %s", r);
+	}
+}
+
+bool fault_active(enum io_class c)
+{
+	for (int i = 0; i < nrules; i++)
+		if (rules[i].cls == -1 || rules[i].cls == (int)c)
+			return true;
+	return report_counts;
+}
+
+int fault_check(enum io_class c, bool *short_write)
+{
+	uint64_t k;
+
+	if (!any_active && !report_counts)
+		return 0;
+	k = atomic_fetch_add(&counts[c], 1) + 1;
+	for (int i = 0; i < nrules; i++) {
+		struct rule *r = &rules[i];
+		if (r->cls != -1 && r->cls != (int)c)
+			continue;
+		if (!(k == r->n || (r->from_n && k > r->n)))
+			continue;
+		switch (r->action) {
+		case A_CRASH:
+			/* a kill -9 at this instant: nothing after this runs */
+			_exit(137);
+		case A_EIO:
+			return -EIO;
+		case A_ENOSPC:
+			return -ENOSPC;
+		case A_SHORT:
+			if (short_write)
+				*short_write = true;
+			return -EIO;
+		}
+	}
+	return 0;
+}
+
+uint64_t fault_count(enum io_class c)
+{
+	return atomic_load(&counts[c]);
+}
+
+void fault_report(void)
+{
+	if (!report_counts)
+		return;
+	for (int i = 0; i < IO_NCLASS; i++)
+		log_warn("io ops: %s=%llu", class_names[i], (unsigned long long)fault_count(i));
+}
+
+ssize_t io_pread(enum io_class c, int fd, void *buf, size_t len, off_t off)
+{
+	int rc = fault_check(c, NULL);
+
+	if (rc) {
+		errno = -rc;
+		return -1;
+	}
+	return pread(fd, buf, len, off);
+}
+
+ssize_t io_pwrite(enum io_class c, int fd, const void *buf, size_t len, off_t off)
+{
+	bool half = false;
+	int rc = fault_check(c, &half);
+
+	if (rc && half && len > 1) {
+		ssize_t n = pwrite(fd, buf, len / 2, off);
+		if (n < 0)
+			return n;
+		return n; /* short: the caller sees a short count */
+	}
+	if (rc) {
+		errno = -rc;
+		return -1;
+	}
+	return pwrite(fd, buf, len, off);
+}
+
+int io_fsync(enum io_class c, int fd)
+{
+	int rc = fault_check(c, NULL);
+
+	if (rc) {
+		errno = -rc;
+		return -1;
+	}
+	return fsync(fd);
+}
+
+int io_fdatasync(enum io_class c, int fd)
+{
+	int rc = fault_check(c, NULL);
+
+	if (rc) {
+		errno = -rc;
+		return -1;
+	}
+	return fdatasync(fd);
+}
+
+int io_rename(enum io_class c, const char *from, const char *to)
+{
+	int rc = fault_check(c, NULL);
+
+	if (rc) {
+		errno = -rc;
+		return -1;
+	}
+	return rename(from, to);
+}

@@ -1,0 +1,42 @@
+/*
+ * fault.h — the I/O the engine's durability rests on goes through here, so
+ * tests can fail or crash it at the k-th operation (as SQLite's test VFS does).
+ *
+ * Classes: IO_TRACK (era map and intent files), IO_CATALOG (SQLite, through a
+ * VFS shim in catalog.c), IO_DATA (TV/BV reads and writes, copies), IO_STORE
+ * (other store files). Injection is configured once from the environment:
+ *
+ *   ACMFS_FAULT=<class>:<n>[+]:<action>[,<class>:<n>[+]:<action>...]
+ *       class  track | catalog | data | store | any
+ *       n      the n-th operation of that class (1-based); "n+" = n and after
+ *       action eio | enospc | short (half a write, then EIO) | crash (_exit(137)
+ *              before the operation: a kill -9 at that instant)
+ *   ACMFS_FAULT_COUNT=1   log each class's operation count at exit
+ *
+ * Without ACMFS_FAULT the wrappers cost one predictable branch.
+ */
+#ifndef ACMFS_FAULT_H
+#define ACMFS_FAULT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum io_class { IO_TRACK, IO_CATALOG, IO_DATA, IO_STORE, IO_NCLASS };
+
+void fault_init_from_env(void);
+bool fault_active(enum io_class c);
+/* count one operation of class c; returns 0 to go on, or -errno to fail it
+ * (crash actions never return). *short_ok is set for a short-write fault. */
+int fault_check(enum io_class c, bool *short_write);
+uint64_t fault_count(enum io_class c);
+void fault_report(void);
+
+ssize_t io_pread(enum io_class c, int fd, void *buf, size_t len, off_t off);
+ssize_t io_pwrite(enum io_class c, int fd, const void *buf, size_t len, off_t off);
+int io_fsync(enum io_class c, int fd);
+int io_fdatasync(enum io_class c, int fd);
+int io_rename(enum io_class c, const char *from, const char *to);
+
+#endif
