@@ -422,8 +422,15 @@ static void render_status_json(struct engine *e, struct sbuf *sb)
 				sbuf_addf(sb, "null}");
 		}
 		sbuf_addf(sb, "],\"histories\":[");
+		/* generations count from the newest: walk ascending, counting down */
+		int dleft = 0, tleft = 0;
 		for (struct history *h = v->hists; h; h = h->next) {
-			int dg = disk_generation_of(v, h), tg = tape_generation_of(v, h);
+			dleft += h->bv != NULL;
+			tleft += h->row.tape_status != HS_NONE;
+		}
+		for (struct history *h = v->hists; h; h = h->next) {
+			int dg = h->bv ? dleft-- : 0;
+			int tg = h->row.tape_status != HS_NONE ? tleft-- : 0;
 			util_fmt_iso(h->row.date, date, sizeof(date));
 			sbuf_addf(sb, "%s{\"version\":%llu,", h == v->hists ? "" : ",",
 				  (unsigned long long)h->row.version);
