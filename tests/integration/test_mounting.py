@@ -1,0 +1,170 @@
+"""Mounting the way Linux users expect, and the daemon's own command line:
+mount -t fuse.acmfs through mount.fuse3, the store lock, SIGTERM, --check."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import is_acmfs_mounted, fusermount_u
+
+MiB = 1 << 20
+
+
+def run(*args, **kw):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                          timeout=60, **kw)
+
+
+def wait_for(pred, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_version_and_help(acmfs_bin):
+    r = run(acmfs_bin, "--version")
+    assert r.returncode == 0 and r.stdout.startswith("acmfs ")
+    r = run(acmfs_bin, "--help")
+    assert r.returncode == 0 and "STORE MOUNTPOINT" in r.stdout and "--check" in r.stdout
+
+
+def test_usage_error_without_mountpoint(acmfs_bin, tmp_path):
+    r = run(acmfs_bin, tmp_path / "store")
+    assert r.returncode != 0 and "usage" in r.stderr
+
+
+def _mount_and_use(acmfs_bin, tmp_path, mount_args):
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    mnt.mkdir()
+    r = run("mount", *mount_args(store, mnt))
+    assert r.returncode == 0, r.stderr
+    try:
+        assert wait_for(lambda: is_acmfs_mounted(mnt))
+        assert (mnt / "README").read_text().startswith("acmfs")
+        with open(mnt / "ctl", "w") as f:
+            f.write("volume create db 4M\n")
+        assert (mnt / "volumes" / "db" / "data").stat().st_size == 4 * MiB
+    finally:
+        r = run("umount", mnt)
+        assert r.returncode == 0, r.stderr
+    # the daemon (in the background) leaves once unmounted: the store unlocks
+    assert wait_for(lambda: run(acmfs_bin, "--check", store).returncode == 0), \
+        run(acmfs_bin, "--check", store).stdout
+
+
+def test_mount_t_fuse_acmfs(acmfs_bin, tmp_path):
+    """`mount -t fuse.acmfs STORE MNT`: mount.fuse3 runs `acmfs` from the
+    default PATH (mount(8) resets PATH), as an installed acmfs would be."""
+    if not shutil.which("mount.fuse3"):
+        pytest.skip("mount.fuse3 (package fuse3) not installed")
+    link = Path("/usr/local/sbin/acmfs")
+    made = False
+    if not link.exists() and os.geteuid() == 0:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(acmfs_bin).resolve())
+        made = True
+    if not link.exists():
+        pytest.skip("acmfs is not installed on the default PATH")
+    try:
+        _mount_and_use(acmfs_bin, tmp_path,
+                       lambda s, m: ("-t", "fuse.acmfs", s, m))
+    finally:
+        if made:
+            link.unlink()
+
+
+def test_fstab_style_program_hash_source(acmfs_bin, tmp_path):
+    """The fstab form `/path/to/acmfs#STORE MNT fuse defaults` (no PATH needed)."""
+    if not shutil.which("mount.fuse3"):
+        pytest.skip("mount.fuse3 (package fuse3) not installed")
+    prog = Path(acmfs_bin).resolve()
+    _mount_and_use(acmfs_bin, tmp_path,
+                   lambda s, m: ("-t", "fuse", f"{prog}#{s}", m, "-o", "defaults"))
+
+
+def test_second_daemon_on_a_store_is_refused(mount, acmfs_bin, tmp_path):
+    other = tmp_path / "mnt2"
+    other.mkdir()
+    r = run(acmfs_bin, "-f", mount.store, other)
+    assert r.returncode != 0
+    assert "locked" in r.stderr
+    assert not is_acmfs_mounted(other)
+
+
+def test_sigterm_unmounts_cleanly_and_finishes_copies(mount_factory):
+    m = mount_factory()
+    m.create_volume("db", "256M")
+    with open(m.vol("db", "data"), "r+b") as f:
+        f.write(os.urandom(64 * MiB))
+        f.flush()
+        os.fsync(f.fileno())
+    rep = m.parse_reply(m.ctl("backup -m DISK", vol="db"))
+    m.proc.send_signal(signal.SIGTERM)
+    assert m.proc.wait(timeout=60) == 0
+    m.proc = None
+    assert wait_for(lambda: not is_acmfs_mounted(m.mnt))
+    r = run(m.bin, "--check", m.store)
+    assert r.returncode == 0, r.stdout
+    m.start()
+    info = m.read_info(f"volumes/db/history/{rep['version']}/info")
+    assert info["disk_status"] == "succeeded"
+
+
+def test_check_reports_and_repairs_an_interrupted_copy(mount_factory):
+    m = mount_factory()
+    m.create_volume("db", "1G")
+    fd = os.open(m.vol("db", "data"), os.O_WRONLY)
+    try:
+        for off in range(0, 1024 * MiB, 8 * MiB):
+            os.pwrite(fd, os.urandom(MiB), off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    rep = m.parse_reply(m.ctl("backup -T -m DISK", vol="db"))
+    info = m.read_info(f"volumes/db/history/{rep['version']}/info")
+    if info["disk_status"] != "executing":
+        pytest.skip("the copy finished before the kill; nothing to interrupt")
+    m.kill9()
+    r = run(m.bin, "--check", m.store)
+    assert r.returncode != 0
+    assert f"version {rep['version']} was interrupted" in r.stdout
+    r = run(m.bin, "--check", "--repair", m.store)
+    assert "repaired:" in r.stdout
+    r = run(m.bin, "--check", m.store)
+    assert r.returncode == 0, r.stdout
+    m.start()
+    info = m.read_info(f"volumes/db/history/{rep['version']}/info")
+    assert info["disk_status"] == "failed"
+    # the pair lost its tracking: the next differential is a full copy
+    rep2 = m.parse_reply(m.ctl("backup -T -m DISK", vol="db"))
+    assert rep2["copy"] == "full"
+
+
+def test_check_refuses_a_mounted_store(mount, acmfs_bin):
+    r = run(acmfs_bin, "--check", mount.store)
+    assert r.returncode != 0 and "mounted" in r.stdout
+
+
+def test_check_flags_damaged_tracking(mount_factory):
+    m = mount_factory()
+    m.create_volume("db", "16M")
+    m.ctl("backup -T -m DISK", vol="db")
+    m.stop()
+    era = next(Path(m.store).glob("vol/*/era.map"))
+    data = bytearray(era.read_bytes())
+    data[70] ^= 0xFF
+    era.write_bytes(bytes(data))
+    r = run(m.bin, "--check", m.store)
+    assert r.returncode != 0 and "tracking cannot be trusted" in r.stdout
+    m.start()
+    # mounting distrusts it too: the pair falls back to a full copy, and says so
+    assert "not trusted" in (m.mnt / "volumes/db/log").read_text()
+    rep = m.parse_reply(m.ctl("backup -T -m DISK", vol="db"))
+    assert rep["copy"] == "full"
