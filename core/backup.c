@@ -65,8 +65,8 @@ int hist_drop_disk(struct engine *e, struct vol *v, struct history *h)
 
 	if (!b)
 		return -ENOENT;
-	if (h->readers)
-		return -EBUSY;
+	if (h->readers || h->tjob)
+		return -EBUSY; /* an image reader or the tape copy reads this BV */
 	pthread_rwlock_wrlock(&v->barrier);
 	if (h->job) {
 		/* conventional: the BV is released, so its copy stops;
@@ -199,10 +199,10 @@ int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf 
 			  v->row.name, v->row.save);
 		goto out_unlock;
 	}
-	if (victim && victim->readers) {
-		rc = errf(err, errlen, -EBUSY,
-			  "the oldest generation (version %llu) is open for reading",
-			  (unsigned long long)victim->row.version);
+	if (victim && (victim->readers || victim->tjob)) {
+		rc = errf(err, errlen, -EBUSY, "the oldest generation (version %llu) %s",
+			  (unsigned long long)victim->row.version,
+			  victim->tjob ? "is being copied to tape" : "is open for reading");
 		goto out_unlock;
 	}
 	full = !c->differential || !bv->row.tracking;
@@ -451,7 +451,7 @@ int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 				  (unsigned long long)targets[i]->row.version);
 			goto out_unlock;
 		}
-		if (tape && targets[i]->tjob) {
+		if ((tape || (disk && targets[i]->bv)) && targets[i]->tjob) {
 			rc = errf(err, errlen, -EBUSY,
 				  "a tape copy of version %llu is running (cancel it first)",
 				  (unsigned long long)targets[i]->row.version);

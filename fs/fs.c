@@ -115,6 +115,7 @@ struct fh {
 	bool write;
 	struct sbuf text;   /* rendered file, ctl reply, or directory listing */
 	uint64_t reply_base; /* ctl: file offset where the reply starts (after the write) */
+	int reply_mode;	     /* ctl: 0 undecided, 1 offsets from 0 (pread), 2 from reply_base */
 	pthread_mutex_t lock; /* ctl: one command at a time per open file */
 };
 
@@ -729,9 +730,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	default:
 		pthread_mutex_lock(&fh->lock);
-		/* a ctl reply reads from 0 (pread) or right after the command (read) */
-		if (fh->kind == K_CTL && uoff >= fh->reply_base)
-			uoff -= fh->reply_base;
+		/* a ctl reply reads from 0 (pread) or right after the command (read);
+		 * the first read after a write decides which, for the whole reply */
+		if (fh->kind == K_CTL) {
+			if (!fh->reply_mode)
+				fh->reply_mode = uoff == fh->reply_base && uoff ? 2 : 1;
+			if (fh->reply_mode == 2)
+				uoff = uoff >= fh->reply_base ? uoff - fh->reply_base : fh->text.len;
+		}
 		if (uoff >= fh->text.len)
 			fuse_reply_buf(req, NULL, 0);
 		else
@@ -771,6 +777,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	int rc = engine_ctl(fs->e, fh->v, buf, size, &fh->text);
 	/* a failed write leaves the file position where it was */
 	fh->reply_base = (uint64_t)off + (rc ? 0 : size);
+	fh->reply_mode = 0;
 	pthread_mutex_unlock(&fh->lock);
 	if (rc)
 		fuse_reply_err(req, -rc);
