@@ -278,7 +278,9 @@ static int parse_pool_create(struct toks *t, struct cmd *c, char *err, size_t er
 		return fail(err, errlen, "pool URL must be file:///DIR or s3://BUCKET[/PREFIX]");
 	if (strlen(t->w[3]) >= sizeof(c->url))
 		return fail(err, errlen, "pool URL too long");
-	if (strstr(t->w[3], "/../") || strstr(t->w[3], "@"))
+	size_t ul = strlen(t->w[3]);
+	if (strstr(t->w[3], "/../") || (ul >= 3 && !strcmp(t->w[3] + ul - 3, "/..")) ||
+	    strchr(t->w[3], '@'))
 		return fail(err, errlen, "pool URL must not contain '..' or credentials");
 	snprintf(c->url, sizeof(c->url), "%s", t->w[3]);
 	c->opts[0] = 0;

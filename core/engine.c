@@ -200,10 +200,14 @@ struct vol *engine_vol_by_id(struct engine *e, uint64_t id)
 	return v;
 }
 
+static void rm_rf_vol_dir(struct vol *v);
+
+/* frees a volume; a deleted one's files go too, once nothing uses them */
 static void vol_free(struct vol *v)
 {
 	struct bvol *b, *bn;
 	struct history *h, *hn;
+	bool deleted = v->deleted;
 
 	for (b = v->bvs; b; b = bn) {
 		bn = b->next;
@@ -222,6 +226,8 @@ static void vol_free(struct vol *v)
 	for (int i = 0; i < NSTRIPES; i++)
 		pthread_mutex_destroy(&v->stripes[i]);
 	pthread_mutex_destroy(&v->log_lock);
+	if (deleted)
+		rm_rf_vol_dir(v);
 	free(v);
 }
 
@@ -1076,8 +1082,7 @@ static int cmd_volume_delete(struct engine *e, const struct cmd *c, char *err, s
 	if (rc)
 		return rc;
 	*pp = v->next;
-	v->deleted = true;
-	rm_rf_vol_dir(v);
+	v->deleted = true; /* its files go when the last reference does */
 	engine_log(e, "volume %s deleted", c->name);
 	sbuf_addf(reply, "ok volume=%s deleted=1\n", c->name);
 	if (v->refs == 0) {

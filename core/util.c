@@ -38,11 +38,13 @@ int util_parse_u64(const char *s, uint64_t max, uint64_t *out)
 	if (!*s)
 		return -EINVAL;
 	for (; *s; s++) {
+		uint64_t d;
 		if (*s < '0' || *s > '9')
 			return -EINVAL;
-		if (v > (UINT64_MAX - 9) / 10)
+		d = (uint64_t)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
 			return -ERANGE;
-		v = v * 10 + (uint64_t)(*s - '0');
+		v = v * 10 + d;
 	}
 	if (v > max)
 		return -ERANGE;
@@ -163,8 +165,12 @@ uint64_t bitmap_count(const _Atomic uint64_t *bm, uint64_t nbits)
 {
 	uint64_t n = 0;
 
-	for (size_t i = 0; i < bitmap_words(nbits); i++)
-		n += (uint64_t)__builtin_popcountll(atomic_load_explicit(&bm[i], memory_order_relaxed));
+	for (size_t i = 0; i < bitmap_words(nbits); i++) {
+		uint64_t w = atomic_load_explicit(&bm[i], memory_order_relaxed);
+		if ((i + 1) * 64 > nbits && nbits % 64)
+			w &= (1ULL << (nbits % 64)) - 1; /* bits past nbits do not count */
+		n += (uint64_t)__builtin_popcountll(w);
+	}
 	return n;
 }
 

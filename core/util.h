@@ -38,7 +38,9 @@ int64_t util_now(void);			   /* unix seconds */
 void util_fmt_iso(int64_t t, char *buf, size_t len);
 /* "2026/11/25 12:00:00" (ACM table style, UTC) */
 void util_fmt_acm(int64_t t, char *buf, size_t len);
-/* accepts ISO, ACM style, or "YYYY-MM-DD" (start of day); → unix seconds */
+/* accepts ISO (2026-11-25T12:00:00Z), ACM style with '_' for the blank
+ * (2026/11/25_12:00[:00], since ctl words have no blanks), or a day
+ * (2026-11-25, 2026/11/25: its start); UTC → unix seconds */
 int util_parse_date(const char *s, int64_t *out) ACM_MUST_USE;
 /* "1.0 Gbyte" / "64.0 Mbyte" */
 void util_fmt_size(uint64_t bytes, char *buf, size_t len);
