@@ -241,6 +241,8 @@ void vol_put(struct vol *v)
 	e = v->e;
 	pthread_mutex_lock(&e->lock);
 	free_it = --v->refs == 0 && v->deleted;
+	if (v->deleted)
+		pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->lock);
 	if (free_it)
 		vol_free(v);
@@ -1085,7 +1087,16 @@ static int cmd_volume_delete(struct engine *e, const struct cmd *c, char *err, s
 	v->deleted = true; /* its files go when the last reference does */
 	engine_log(e, "volume %s deleted", c->name);
 	sbuf_addf(reply, "ok volume=%s deleted=1\n", c->name);
-	if (v->refs == 0) {
+	/* short-lived references (the flusher, a lookup) drop soon: wait a little
+	 * so that the files are gone when the reply says deleted. Whoever drops
+	 * the last reference frees the volume (vol_put). */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 2;
+	v->refs++;
+	while (v->refs > 1 && pthread_cond_timedwait(&e->cond, &e->lock, &ts) == 0)
+		;
+	if (--v->refs == 0) {
 		pthread_mutex_unlock(&e->lock);
 		vol_free(v);
 		pthread_mutex_lock(&e->lock);
