@@ -14,28 +14,21 @@ or build*/tape/ under the repository), node/npm, awscli.
 Run: /usr/bin/python3 -m pytest tests/integration/test_tape_s3.py
 """
 import glob
-import hashlib
-import hmac
-import http.client
-import http.server
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.parse
 
 import pytest
+
+from s3util import KEY_ID, SECRET, free_port, make_proxy, wait_port, Faults  # noqa: F401
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 S3RVER_VERSION = "3.7.1"
 S3RVER_DIR = os.path.join(REPO, "tests", "integration", ".s3rver")
 RESTORE = os.path.join(REPO, "tape", "tools", "restore-from-pool.py")
 BUCKET = "acmfs-test"
-KEY_ID = SECRET = "S3RVER"
 GRAIN = 65536
 
 
@@ -52,23 +45,6 @@ def find_tapectl():
     pytest.skip("acmfs-tapectl not built (set ACMFS_TAPECTL or BUILD_DIR)")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError("port %d did not open" % port)
-
-
 def s3rver_bin():
     exe = os.path.join(S3RVER_DIR, "node_modules", ".bin", "s3rver")
     pkg = os.path.join(S3RVER_DIR, "node_modules", "s3rver", "package.json")
@@ -82,134 +58,6 @@ def s3rver_bin():
                         "s3rver@" + S3RVER_VERSION], check=True, timeout=300,
                        stdout=subprocess.DEVNULL)
     return exe
-
-
-# ---------------------------------------------------------------- the proxy
-
-class Faults:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.queue = []        # modes for the next requests, in order
-        self.always = None     # mode for every request
-        self.applied = []
-        self.requests = 0
-        self.bad_signatures = 0
-
-    def next(self):
-        with self.lock:
-            self.requests += 1
-            if self.always:
-                self.applied.append(self.always)
-                return self.always
-            if self.queue:
-                m = self.queue.pop(0)
-                if m:
-                    self.applied.append(m)
-                return m
-            return None
-
-
-def sigv4_check(method, raw_path, headers, body):
-    """Recomputes the signature of a request; returns None or a reason."""
-    auth = headers.get("Authorization", "")
-    if not auth.startswith("AWS4-HMAC-SHA256 "):
-        return "no SigV4 authorization"
-    parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
-    key_id, date, region, service, term = parts["Credential"].split("/")
-    signed = parts["SignedHeaders"].split(";")
-    payload = headers.get("x-amz-content-sha256")
-    if payload is None:
-        return "no x-amz-content-sha256"
-    if payload != "UNSIGNED-PAYLOAD" and payload != hashlib.sha256(body).hexdigest():
-        return "payload hash mismatch"
-    path, _, query = raw_path.partition("?")
-    qs = sorted(tuple(kv.split("=", 1)) if "=" in kv else (kv, "")
-                for kv in query.split("&") if kv)
-    cq = "&".join("%s=%s" % kv for kv in qs)
-    ch = "".join("%s:%s\n" % (h, " ".join(headers.get(h, "").split())) for h in signed)
-    creq = "\n".join([method, path, cq, ch, ";".join(signed), payload])
-    amz_date = headers.get("x-amz-date", "")
-    sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, "/".join([date, region, service, term]),
-                     hashlib.sha256(creq.encode()).hexdigest()])
-    k = ("AWS4" + SECRET).encode()
-    for m in (date, region, service, "aws4_request"):
-        k = hmac.new(k, m.encode(), hashlib.sha256).digest()
-    sig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
-    if key_id != KEY_ID or not hmac.compare_digest(sig, parts["Signature"]):
-        return "signature mismatch"
-    if "host" not in signed or "x-amz-date" not in signed:
-        return "host/x-amz-date not signed"
-    return None
-
-
-def make_proxy(upstream_port, faults):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *a):
-            pass
-
-        def _reply(self, status, body=b"", headers=()):
-            self.send_response(status)
-            for k, v in headers:
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _handle(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(n) if n else b""
-            why = sigv4_check(self.command, self.path, self.headers, body)
-            if why:
-                faults.bad_signatures += 1
-                err = ("<Error><Code>SignatureDoesNotMatch</Code><Message>%s</Message>"
-                       "</Error>" % why).encode()
-                return self._reply(403, err)
-            mode = faults.next()
-            if mode == "reset":
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            if mode in ("503", "500"):
-                code = "SlowDown" if mode == "503" else "InternalError"
-                return self._reply(int(mode), ("<Error><Code>%s</Code></Error>" % code).encode())
-            conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
-            hdrs = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-            conn.request(self.command, self.path, body=body, headers=hdrs)
-            resp = conn.getresponse()
-            data = resp.read()
-            conn.close()
-            if mode == "truncate" and self.command == "GET" and len(data) > 1:
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("connection", "transfer-encoding"):
-                        self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data[:len(data) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            self.send_response(resp.status)
-            for k, v in resp.getheaders():
-                if k.lower() not in ("connection", "transfer-encoding", "content-length"):
-                    self.send_header(k, v)
-            # HEAD carries the object's length without a body
-            length = resp.getheader("Content-Length", "0") if self.command == "HEAD" \
-                else str(len(data))
-            self.send_header("Content-Length", length)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-        do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _handle
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
 
 
 # ---------------------------------------------------------------- fixtures

@@ -1,0 +1,178 @@
+"""Shared S3 test helpers: a SigV4-checking, fault-injecting HTTP proxy.
+
+Used by test_tape_s3.py (library level, acmfs-tapectl) and test_tape.py (the
+daemon's tape tier through a mount). The proxy sits between the client and a
+loopback S3 server (npm s3rver, which does not verify V4 signatures itself):
+
+  * every request's AWS SigV4 signature and payload hash is recomputed with
+    the secret below; a mismatch is answered 403 SignatureDoesNotMatch and
+    counted in Faults.bad_signatures;
+  * faults are injected on demand (Faults.queue for the next requests in
+    order, Faults.always for every request): "503" (SlowDown), "500"
+    (InternalError), "reset" (connection shut before any response),
+    "truncate" (a GET body cut in half, then the connection shut).
+
+Loopback only (127.0.0.1).
+"""
+import hashlib
+import hmac
+import http.client
+import http.server
+import socket
+import threading
+import time
+
+KEY_ID = SECRET = "S3RVER"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError("port %d did not open" % port)
+
+
+# ---------------------------------------------------------------- the proxy
+
+class Faults:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.queue = []        # modes for the next requests, in order
+        self.always = None     # mode for every request
+        self.methods = None    # None, or a set of methods faults apply to
+        self.applied = []
+        self.requests = 0
+        self.bad_signatures = 0
+
+    def reset(self):
+        with self.lock:
+            self.queue, self.always, self.methods = [], None, None
+            self.applied = []
+
+    def next(self, method=None):
+        with self.lock:
+            self.requests += 1
+            if self.methods is not None and method not in self.methods:
+                return None
+            if self.always:
+                self.applied.append(self.always)
+                return self.always
+            if self.queue:
+                m = self.queue.pop(0)
+                if m:
+                    self.applied.append(m)
+                return m
+            return None
+
+
+def sigv4_check(method, raw_path, headers, body):
+    """Recomputes the signature of a request; returns None or a reason."""
+    auth = headers.get("Authorization", "")
+    if not auth.startswith("AWS4-HMAC-SHA256 "):
+        return "no SigV4 authorization"
+    parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
+    key_id, date, region, service, term = parts["Credential"].split("/")
+    signed = parts["SignedHeaders"].split(";")
+    payload = headers.get("x-amz-content-sha256")
+    if payload is None:
+        return "no x-amz-content-sha256"
+    if payload != "UNSIGNED-PAYLOAD" and payload != hashlib.sha256(body).hexdigest():
+        return "payload hash mismatch"
+    path, _, query = raw_path.partition("?")
+    qs = sorted(tuple(kv.split("=", 1)) if "=" in kv else (kv, "")
+                for kv in query.split("&") if kv)
+    cq = "&".join("%s=%s" % kv for kv in qs)
+    ch = "".join("%s:%s\n" % (h, " ".join(headers.get(h, "").split())) for h in signed)
+    creq = "\n".join([method, path, cq, ch, ";".join(signed), payload])
+    amz_date = headers.get("x-amz-date", "")
+    sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, "/".join([date, region, service, term]),
+                     hashlib.sha256(creq.encode()).hexdigest()])
+    k = ("AWS4" + SECRET).encode()
+    for m in (date, region, service, "aws4_request"):
+        k = hmac.new(k, m.encode(), hashlib.sha256).digest()
+    sig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
+    if key_id != KEY_ID or not hmac.compare_digest(sig, parts["Signature"]):
+        return "signature mismatch"
+    if "host" not in signed or "x-amz-date" not in signed:
+        return "host/x-amz-date not signed"
+    return None
+
+
+def make_proxy(upstream_port, faults):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def _reply(self, status, body=b"", headers=()):
+            self.send_response(status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _handle(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+            why = sigv4_check(self.command, self.path, self.headers, body)
+            if why:
+                faults.bad_signatures += 1
+                err = ("<Error><Code>SignatureDoesNotMatch</Code><Message>%s</Message>"
+                       "</Error>" % why).encode()
+                return self._reply(403, err)
+            mode = faults.next(self.command)
+            if mode == "reset":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if mode in ("503", "500"):
+                code = "SlowDown" if mode == "503" else "InternalError"
+                return self._reply(int(mode), ("<Error><Code>%s</Code></Error>" % code).encode())
+            conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+            hdrs = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+            conn.request(self.command, self.path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            data = resp.read()
+            conn.close()
+            if mode == "truncate" and self.command == "GET" and len(data) > 1:
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data[:len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                    self.send_header(k, v)
+            # HEAD carries the object's length without a body
+            length = resp.getheader("Content-Length", "0") if self.command == "HEAD" \
+                else str(len(data))
+            self.send_header("Content-Length", length)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _handle
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
