@@ -65,8 +65,8 @@ int hist_drop_disk(struct engine *e, struct vol *v, struct history *h)
 
 	if (!b)
 		return -ENOENT;
-	if (h->readers || h->tjob)
-		return -EBUSY; /* an image reader or the tape copy reads this BV */
+	if (h->readers || tape_copy_pending(h))
+		return -EBUSY; /* an image reader or the tape copy (running or due) needs this BV */
 	pthread_rwlock_wrlock(&v->barrier);
 	if (h->job) {
 		/* conventional: the BV is released, so its copy stops;
@@ -89,31 +89,18 @@ int hist_drop_disk(struct engine *e, struct vol *v, struct history *h)
 	return hist_persist(e, h);
 }
 
+/* Forget h's tape side. Its manifest goes to the catalog's trash in the same
+ * transaction; tape_empty_trash() deletes it once that is durable. */
 int hist_drop_tape(struct engine *e, struct vol *v, struct history *h)
 {
-	struct pool *p;
-	char err[256];
 	int rc;
 
 	if (h->row.tape_status == HS_NONE)
 		return -ENOENT;
 	if (h->tjob || h->readers)
 		return -EBUSY;
-	p = engine_pool(e, h->row.pool);
-	if (p && h->row.manifest[0] && h->row.tape_status == HS_SUCCEEDED) {
-		rc = engine_pool_open(e, p, err, sizeof(err));
-		if (!rc)
-			rc = e->tier->remove(p->tp, h->row.manifest);
-		if (rc && rc != -ENOENT) {
-			vol_log(v, "error: cannot remove tape history %llu from pool %s: %s",
-				(unsigned long long)h->row.version, h->row.pool, strerror(-rc));
-			return rc;
-		}
-	}
-	if (v->row.last_tape_version == (int64_t)h->row.version) {
-		v->row.last_tape_version = 0;
-		v->row.last_tape_era = 0;
-		rc = catalog_put_volume(e->cat, &v->row);
+	if (h->row.manifest[0]) {
+		rc = catalog_trash_add(e->cat, h->row.pool, h->row.manifest);
 		if (rc)
 			return rc;
 	}
@@ -199,10 +186,11 @@ int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf 
 			  v->row.name, v->row.save);
 		goto out_unlock;
 	}
-	if (victim && (victim->readers || victim->tjob)) {
+	if (victim && (victim->readers || tape_copy_pending(victim))) {
 		rc = errf(err, errlen, -EBUSY, "the oldest generation (version %llu) %s",
 			  (unsigned long long)victim->row.version,
-			  victim->tjob ? "is being copied to tape" : "is open for reading");
+			  tape_copy_pending(victim) ? "is being copied to tape"
+						    : "is open for reading");
 		goto out_unlock;
 	}
 	full = !c->differential || !bv->row.tracking;
@@ -314,6 +302,12 @@ void job_done(struct job *j)
 	bool ok = atomic_load(&j->remaining) == 0 && !atomic_load(&j->cancel);
 	struct job **pp;
 
+	if (!ok) {
+		/* a partial copy is worth nothing: give its space back first (a copy
+		 * that failed for ENOSPC must not keep the store full) */
+		if (ftruncate(j->bv->fd, 0) || ftruncate(j->bv->fd, (off_t)v->row.size_bytes))
+			log_warn("cannot free the space of %s", j->bv->name);
+	}
 	if (!ok && j->bv->row.tracking) {
 		/* the BV holds a partial copy: only a full copy can follow */
 		j->bv->row.tracking = false;
@@ -451,7 +445,7 @@ int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 				  (unsigned long long)targets[i]->row.version);
 			goto out_unlock;
 		}
-		if ((tape || (disk && targets[i]->bv)) && targets[i]->tjob) {
+		if ((tape || (disk && targets[i]->bv)) && tape_copy_pending(targets[i])) {
 			rc = errf(err, errlen, -EBUSY,
 				  "a tape copy of version %llu is running (cancel it first)",
 				  (unsigned long long)targets[i]->row.version);
@@ -478,6 +472,7 @@ int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 		     strerror(-rc));
 		goto out_unlock;
 	}
+	tape_empty_trash(e);
 	for (size_t i = 0; i < nt; i++) {
 		vol_log(v, "history version %llu deleted (%s)",
 			(unsigned long long)targets[i]->row.version,

@@ -6,6 +6,9 @@
  *   2: pools; histories gain tape retention type and verify result;
  *      volumes gain the last tape cut (era, version); histories gain cut_era, the
  *      era their image was cut at (parent choice of incremental tape copies)
+ *   3: tape_trash: manifests to delete once no history names them (a crash
+ *      between forgetting a history and deleting its manifest leaves the
+ *      manifest, never a history without its manifest)
  * A migration runs in one transaction; a crash mid-way leaves the old version.
  * See docs/catalog.md.
  */
@@ -57,6 +60,8 @@ static const char *const migrations[] = {
 	"ALTER TABLE volumes ADD COLUMN last_tape_version INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE volumes ADD COLUMN last_tape_era INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE histories ADD COLUMN cut_era INTEGER NOT NULL DEFAULT 0;",
+	/* → 3 */
+	"CREATE TABLE tape_trash(pool TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY(pool, key));",
 };
 
 _Static_assert(ACM_ARRAY_SIZE(migrations) == CATALOG_SCHEMA_VERSION, "one migration per version");
@@ -612,6 +617,38 @@ int catalog_put_pool(struct catalog *c, const struct pool_row *r)
 int catalog_del_pool(struct catalog *c, const char *name)
 {
 	return run(c, "DELETE FROM pools WHERE name=?", "t", name);
+}
+
+int catalog_trash_add(struct catalog *c, const char *pool, const char *key)
+{
+	return run(c, "INSERT OR IGNORE INTO tape_trash(pool, key) VALUES(?,?)", "tt", pool, key);
+}
+
+int catalog_trash_del(struct catalog *c, const char *pool, const char *key)
+{
+	return run(c, "DELETE FROM tape_trash WHERE pool=? AND key=?", "tt", pool, key);
+}
+
+int catalog_trash_list(struct catalog *c, int (*cb)(void *arg, const char *pool, const char *key),
+		       void *arg)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	rc = sqlite3_prepare_v2(c->db, "SELECT pool, key FROM tape_trash ORDER BY pool, key", -1,
+				&st, NULL);
+	if (rc != SQLITE_OK)
+		return map_err(c, rc, "prepare trash");
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int r = cb(arg, (const char *)sqlite3_column_text(st, 0),
+			   (const char *)sqlite3_column_text(st, 1));
+		if (r) {
+			sqlite3_finalize(st);
+			return r;
+		}
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : map_err(c, rc, "trash");
 }
 
 int catalog_get_meta(struct catalog *c, const char *key, char *val, size_t len)

@@ -19,7 +19,7 @@
 
 #include "util.h"
 
-#define CATALOG_SCHEMA_VERSION 2
+#define CATALOG_SCHEMA_VERSION 3
 
 struct catalog;
 
@@ -105,6 +105,14 @@ int catalog_put_hist(struct catalog *c, const struct hist_row *r) ACM_MUST_USE;
 int catalog_del_hist(struct catalog *c, int64_t vol_id, uint64_t version) ACM_MUST_USE;
 int catalog_put_pool(struct catalog *c, const struct pool_row *r) ACM_MUST_USE;
 int catalog_del_pool(struct catalog *c, const char *name) ACM_MUST_USE;
+
+/* tape objects to delete once the catalog no longer names them (schema 3):
+ * added in the transaction that forgets a tape history, removed after the
+ * object is gone. cb returning non-zero stops. */
+int catalog_trash_add(struct catalog *c, const char *pool, const char *key) ACM_MUST_USE;
+int catalog_trash_del(struct catalog *c, const char *pool, const char *key) ACM_MUST_USE;
+int catalog_trash_list(struct catalog *c,
+		       int (*cb)(void *arg, const char *pool, const char *key), void *arg);
 
 /* meta key/value (strings) */
 int catalog_get_meta(struct catalog *c, const char *key, char *val, size_t len);

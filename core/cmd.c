@@ -261,8 +261,10 @@ static int parse_tapepolicy(struct toks *t, struct cmd *c, char *err, size_t err
 	return 0;
 }
 
-static const char *const pool_keys[] = { "endpoint", "region", "path_style", "credentials",
-					  "ca", "storage_class" };
+/* what tape/tier.h's pools understand; never credentials themselves */
+static const char *const pool_keys[] = { "endpoint", "region",	 "path_style", "credentials",
+					  "ca",	      "pack_mb", "threads",    "cache_mb",
+					  "readahead_mb", "retries", "retry_s", "timeout_s" };
 
 static int parse_pool_create(struct toks *t, struct cmd *c, char *err, size_t errlen)
 {

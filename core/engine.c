@@ -26,6 +26,7 @@ extern char **environ;
 
 /* ---------- logs ---------- */
 
+static void append_log(const char *path, const char *fmt, va_list ap) ACM_PRINTF(2, 0);
 static void append_log(const char *path, const char *fmt, va_list ap)
 {
 	char line[1024], ts[32];
@@ -757,17 +758,25 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 		snprintf(err, errlen, "loading the store failed: %s", strerror(-rc));
 		goto out_free;
 	}
-	if (pthread_create(&e->flusher, NULL, flusher_main, e)) {
-		rc = -EAGAIN;
-		snprintf(err, errlen, "cannot start flusher thread");
-		goto out_free;
-	}
 	*out = e;
 	return 0;
 out_free:
-	e->flusher = 0;
 	engine_close(e);
 	return rc;
+}
+
+int engine_start(struct engine *e)
+{
+	if (e->flusher_started)
+		return 0;
+	/* manifests whose histories were forgotten just before a stop */
+	pthread_mutex_lock(&e->lock);
+	tape_empty_trash(e);
+	pthread_mutex_unlock(&e->lock);
+	if (pthread_create(&e->flusher, NULL, flusher_main, e))
+		return -EAGAIN;
+	e->flusher_started = true;
+	return 0;
 }
 
 void engine_close(struct engine *e)
@@ -788,7 +797,7 @@ void engine_close(struct engine *e)
 	while (e->nr_threads > 0)
 		pthread_cond_wait(&e->cond, &e->lock);
 	pthread_mutex_unlock(&e->lock);
-	if (e->flusher)
+	if (e->flusher_started)
 		pthread_join(e->flusher, NULL);
 	for (v = e->vols; v; v = vn) {
 		vn = v->next;

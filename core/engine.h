@@ -36,6 +36,10 @@ struct engine_opts {
 
 int engine_open(const struct engine_opts *o, struct engine **out, char *err,
 		size_t errlen) ACM_MUST_USE;
+/* Start the engine's background threads (the era-map flusher). Separate from
+ * engine_open so that a daemon can fork (daemonize) in between: threads do
+ * not survive fork. engine_open'ed engines work without it, minus the flusher. */
+int engine_start(struct engine *e) ACM_MUST_USE;
 void engine_close(struct engine *e);
 /* `acmfs --check`: consistency check of an unmounted store (core/check.c).
  * repair only makes things more conservative. Returns problems left, or -errno. */

@@ -118,9 +118,16 @@ struct engine {
 	int nr_threads; /* running job threads, under lock */
 	bool stopping;
 	pthread_t flusher;
+	bool flusher_started;
 	unsigned flush_ms;
 	struct metrics m;
 };
+
+/* a tape copy of h runs, or waits for h's disk copy to end (BOTH) */
+static inline bool tape_copy_pending(const struct history *h)
+{
+	return h->tjob || h->row.tape_status == HS_EXECUTING;
+}
 
 /* engine.c */
 int engine_volume_create(struct engine *e, const struct cmd *c, char *err, size_t errlen,
@@ -179,6 +186,9 @@ int tape_apply_retention(struct engine *e, struct vol *v);
 int pool_import(struct engine *e, struct pool *p, struct sbuf *reply);
 int pool_gc(struct engine *e, struct pool *p, int64_t grace_s, struct sbuf *reply);
 void tape_cancel_all(struct engine *e);
+/* delete the manifests in the catalog's trash (under e->lock); failures stay
+ * in the trash for the next call */
+void tape_empty_trash(struct engine *e);
 
 /* render.c */
 int disk_generation_of(struct vol *v, struct history *h);

@@ -413,11 +413,71 @@ int tape_apply_retention(struct engine *e, struct vol *v)
 			continue;
 		}
 		hist_unlink_if_empty(e, v, h);
+		tape_empty_trash(e);
 		vol_log(v, "tape retention (%s): tape history version %llu deleted",
 			arr[i] == NULL ? "" : (v->row.tape_days ? "GEN/DAY" : "GEN"),
 			(unsigned long long)ver);
 	}
 	return rc;
+}
+
+/* ---------- trash ---------- */
+
+struct trash_item {
+	char pool[ACM_NAME_MAX + 1];
+	char key[256];
+};
+
+struct trash_ctx {
+	struct trash_item *items;
+	size_t n, cap;
+};
+
+static int trash_collect(void *arg, const char *pool, const char *key)
+{
+	struct trash_ctx *tc = arg;
+
+	if (tc->n == tc->cap) {
+		size_t nc = tc->cap ? tc->cap * 2 : 16;
+		void *ni = realloc(tc->items, nc * sizeof(*tc->items));
+		if (!ni)
+			return -ENOMEM;
+		tc->items = ni;
+		tc->cap = nc;
+	}
+	snprintf(tc->items[tc->n].pool, sizeof(tc->items[tc->n].pool), "%s", pool);
+	snprintf(tc->items[tc->n].key, sizeof(tc->items[tc->n].key), "%s", key);
+	tc->n++;
+	return 0;
+}
+
+void tape_empty_trash(struct engine *e)
+{
+	struct trash_ctx tc = { 0 };
+	char err[256];
+
+	if (!e->tier || catalog_trash_list(e->cat, trash_collect, &tc))
+		goto out;
+	for (size_t i = 0; i < tc.n; i++) {
+		struct pool *p = engine_pool(e, tc.items[i].pool);
+		int rc = 0;
+		if (p) {
+			rc = engine_pool_open(e, p, err, sizeof(err));
+			if (!rc)
+				rc = e->tier->remove(p->tp, tc.items[i].key);
+			if (rc == -ENOENT)
+				rc = 0;
+		}
+		if (rc) {
+			log_warn("pool %s: cannot delete %s yet: %s", tc.items[i].pool,
+				 tc.items[i].key, strerror(-rc));
+			continue;
+		}
+		if (catalog_trash_del(e->cat, tc.items[i].pool, tc.items[i].key))
+			log_warn("cannot clear %s from the trash", tc.items[i].key);
+	}
+out:
+	free(tc.items);
 }
 
 /* ---------- cancel ---------- */

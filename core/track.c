@@ -209,6 +209,7 @@ static int64_t intent_load(struct track *t, char *why, size_t whylen)
 	}
 	memcpy(&h, buf, len < sizeof(h) ? len : sizeof(h));
 	if (len != sizeof(h) + blen || memcmp(h.magic, INTENT_MAGIC, 8) ||
+	    le32toh(h.version) != FORMAT_VERSION ||
 	    le32toh(h.hdr_crc) != util_crc32c(0, &h, offsetof(struct intent_hdr, hdr_crc)) ||
 	    le64toh(h.nr_regions) != t->nr_regions ||
 	    le64toh(h.region_grains) != t->region_grains) {
@@ -290,9 +291,14 @@ int track_open(const char *dir, uint64_t nr_grains, uint32_t grain_bytes, uint32
 	/* the intents we replayed stay on disk until this commit makes the map durable */
 	memset(t->disk_bits, 0xff, (t->nr_regions + 7) / 8);
 	track_snapshot(t);
-	rc = track_commit(t);
-	if (rc)
-		goto out_free;
+	if (track_commit(t)) {
+		/* e.g. a full store: the old map and the marked intents stay on disk,
+		 * which recovers to the same eras; the flusher retries later */
+		log_warn("%s: could not rewrite the era map at load; the intent marks stay",
+			 dir);
+		for (size_t i = 0; i < bitmap_words(t->nr_regions); i++)
+			atomic_store(&t->mem_bits[i], ~0ULL);
+	}
 	*out = t;
 	return 0;
 out_free:

@@ -388,10 +388,11 @@ static int copy_run(struct vol *v, struct job *j, uint64_t g0, uint64_t g1)
 		for (uint64_t x = s; x < g; x++)
 			if (bitmap_clear(j->pending, x))
 				cnt++;
+		/* a grain counts as copied when its content is in place, data or hole */
 		atomic_fetch_sub(&j->remaining, cnt);
-		atomic_fetch_add(&j->copied, (moved + grain - 1) / grain);
+		atomic_fetch_add(&j->copied, cnt);
 		atomic_fetch_add(&v->e->m.bytes_copied, moved);
-		atomic_fetch_add(&v->e->m.grains_copied, (moved + grain - 1) / grain);
+		atomic_fetch_add(&v->e->m.grains_copied, cnt);
 	}
 	stripes_unlock(v, g0, g1);
 	return rc;

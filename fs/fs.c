@@ -117,7 +117,57 @@ struct fh {
 	uint64_t reply_base; /* ctl: file offset where the reply starts (after the write) */
 	int reply_mode;	     /* ctl: 0 undecided, 1 offsets from 0 (pread), 2 from reply_base */
 	pthread_mutex_t lock; /* ctl: one command at a time per open file */
+	struct fh *prev, *next; /* fs->fh_list */
 };
+
+static void fh_track(struct fs *fs, struct fh *fh)
+{
+	pthread_mutex_lock(&fs->fh_lock);
+	fh->prev = NULL;
+	fh->next = fs->fh_list;
+	if (fs->fh_list)
+		fs->fh_list->prev = fh;
+	fs->fh_list = fh;
+	pthread_mutex_unlock(&fs->fh_lock);
+}
+
+static void fh_untrack(struct fs *fs, struct fh *fh)
+{
+	pthread_mutex_lock(&fs->fh_lock);
+	if (fh->prev)
+		fh->prev->next = fh->next;
+	else
+		fs->fh_list = fh->next;
+	if (fh->next)
+		fh->next->prev = fh->prev;
+	pthread_mutex_unlock(&fs->fh_lock);
+}
+
+static void fh_free(struct fh *fh)
+{
+	if (fh->kind == K_DATA && fh->v)
+		vol_close_data(fh->v, fh->write);
+	if (fh->im)
+		himg_close(fh->im);
+	if (fh->v)
+		vol_put(fh->v);
+	sbuf_release(&fh->text);
+	pthread_mutex_destroy(&fh->lock);
+	free(fh);
+}
+
+void fs_release_all(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->fh_lock);
+	struct fh *fh = fs->fh_list;
+	fs->fh_list = NULL;
+	pthread_mutex_unlock(&fs->fh_lock);
+	while (fh) {
+		struct fh *next = fh->next;
+		fh_free(fh);
+		fh = next;
+	}
+}
 
 /* ---------- attributes ---------- */
 
@@ -425,6 +475,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	sbuf_init(&fh->text, 64 * ACM_MiB);
+	pthread_mutex_init(&fh->lock, NULL);
 	d.req = req;
 	d.sb = &fh->text;
 	d.vol = p.vol;
@@ -483,10 +534,12 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		rc = -ENOMEM;
 	if (rc) {
 		sbuf_release(&fh->text);
+		pthread_mutex_destroy(&fh->lock);
 		free(fh);
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	fh_track(fs, fh);
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	fuse_reply_open(req, fi);
 }
@@ -524,8 +577,8 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 
-	sbuf_release(&fh->text);
-	free(fh);
+	fh_untrack(FS(req), fh);
+	fh_free(fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -636,6 +689,7 @@ out:
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	fh_track(fs, fh);
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	fuse_reply_open(req, fi);
 }
@@ -644,33 +698,56 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 
-	if (fh->kind == K_DATA && fh->v)
-		vol_close_data(fh->v, fh->write);
-	if (fh->im)
-		himg_close(fh->im);
-	if (fh->v)
-		vol_put(fh->v);
-	sbuf_release(&fh->text);
-	pthread_mutex_destroy(&fh->lock);
-	free(fh);
+	fh_untrack(FS(req), fh);
+	fh_free(fh);
 	fuse_reply_err(req, 0);
 }
 
 /* ---------- read / write ---------- */
 
-static _Thread_local char *iobuf;
-static _Thread_local size_t iobuf_len;
+/* per-thread read buffer for images that cannot be spliced; freed when a
+ * worker thread exits (a key destructor, not a bare thread-local) */
+struct iobuf {
+	char *buf;
+	size_t len;
+};
+static pthread_key_t iobuf_key;
+static pthread_once_t iobuf_once = PTHREAD_ONCE_INIT;
+
+static void iobuf_free(void *p)
+{
+	struct iobuf *b = p;
+
+	free(b->buf);
+	free(b);
+}
+
+static void iobuf_init(void)
+{
+	pthread_key_create(&iobuf_key, iobuf_free);
+}
 
 static char *get_iobuf(size_t len)
 {
-	if (len > iobuf_len) {
-		char *n = realloc(iobuf, len);
+	struct iobuf *b;
+
+	pthread_once(&iobuf_once, iobuf_init);
+	b = pthread_getspecific(iobuf_key);
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b || pthread_setspecific(iobuf_key, b)) {
+			free(b);
+			return NULL;
+		}
+	}
+	if (len > b->len) {
+		char *n = realloc(b->buf, len);
 		if (!n)
 			return NULL;
-		iobuf = n;
-		iobuf_len = len;
+		b->buf = n;
+		b->len = len;
 	}
-	return iobuf;
+	return b->buf;
 }
 
 static void reply_fd(fuse_req_t req, int fd, uint64_t off, size_t size)

@@ -9,9 +9,12 @@
 
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
+#include <pthread.h>
 #include <stdbool.h>
 
 #include "engine.h"
+
+struct fh;
 
 struct fs {
 	struct engine *e;
@@ -21,10 +24,14 @@ struct fs {
 	bool allow_other;
 	bool writeback;
 	char store[4096];
+	pthread_mutex_t fh_lock; /* guards fh_list */
+	struct fh *fh_list;	 /* open file and directory handles */
 };
 
 extern const struct fuse_lowlevel_ops fs_ops;
 /* engine callback: drop cached pages of a volume's data file */
 void fs_inval_data(void *arg, uint64_t vol_id);
+/* after the session ended: free handles the kernel never released */
+void fs_release_all(struct fs *fs);
 
 #endif

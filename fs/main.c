@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,28 @@ static void usage(const char *prog)
 	       prog);
 }
 
+/* is `name` one of the words of an -o option (-o a,b or -oa,b)? Paths that
+ * merely contain the word do not count. */
+static bool has_mount_option(const struct fuse_args *args, const char *name)
+{
+	for (int i = 0; i < args->argc; i++) {
+		const char *opts = NULL;
+		if (!strcmp(args->argv[i], "-o") && i + 1 < args->argc)
+			opts = args->argv[++i];
+		else if (!strncmp(args->argv[i], "-o", 2))
+			opts = args->argv[i] + 2;
+		if (!opts)
+			continue;
+		char buf[4096];
+		char *save = NULL;
+		snprintf(buf, sizeof(buf), "%s", opts);
+		for (char *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save))
+			if (!strcmp(w, name))
+				return true;
+	}
+	return false;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -119,12 +142,10 @@ int main(int argc, char *argv[])
 		return rc == 0 ? 0 : 1;
 	}
 	/* allow_other forces default_permissions: the kernel then checks modes */
-	for (int i = 0; i < args.argc; i++)
-		if (strstr(args.argv[i], "allow_other")) {
-			fs.allow_other = true;
-			fuse_opt_add_arg(&args, "-odefault_permissions");
-			break;
-		}
+	if (has_mount_option(&args, "allow_other")) {
+		fs.allow_other = true;
+		fuse_opt_add_arg(&args, "-odefault_permissions");
+	}
 	if (fuse_parse_cmdline(&args, &cl) != 0)
 		return 1;
 	if (!o.store || !cl.mountpoint) {
@@ -134,6 +155,7 @@ int main(int argc, char *argv[])
 	if (!realpath(o.store, fs.store))
 		snprintf(fs.store, sizeof(fs.store), "%s", o.store);
 
+	pthread_mutex_init(&fs.fh_lock, NULL);
 	fs.uid = getuid();
 	fs.gid = getgid();
 	fs.writeback = o.writeback;
@@ -160,6 +182,12 @@ int main(int argc, char *argv[])
 	}
 	log_info("mounted %s on %s", fs.store, cl.mountpoint);
 	fuse_daemonize(cl.foreground);
+	if (engine_start(fs.e)) {
+		log_err("cannot start the engine's threads");
+		rc = 1;
+		fuse_session_unmount(fs.se);
+		goto out_signals;
+	}
 	if (!cl.foreground) {
 		/* daemonized: stderr went to /dev/null; the log sink goes to the store */
 		char lp[PATH_MAX];
@@ -175,13 +203,16 @@ int main(int argc, char *argv[])
 	} else {
 		lc = fuse_loop_cfg_create();
 		fuse_loop_cfg_set_clone_fd(lc, cl.clone_fd);
-		fuse_loop_cfg_set_max_threads(lc, cl.max_threads ? cl.max_threads : 16);
-		fuse_loop_cfg_set_idle_threads(lc, cl.max_idle_threads > 0 ? cl.max_idle_threads : 10);
+		/* libfuse leaves these at -1 (unset) unless -o max_threads= etc. */
+		int mt = (int)cl.max_threads, it = (int)cl.max_idle_threads;
+		fuse_loop_cfg_set_max_threads(lc, mt > 0 && mt <= 1024 ? (unsigned)mt : 16);
+		fuse_loop_cfg_set_idle_threads(lc, it > 0 && it <= 1024 ? (unsigned)it : 10);
 		rc = fuse_session_loop_mt(fs.se, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
 	rc = rc < 0 ? 1 : 0;
 	fuse_session_unmount(fs.se);
+	fs_release_all(&fs);
 out_signals:
 	fuse_remove_signal_handlers(fs.se);
 out_session:

@@ -238,8 +238,9 @@ int tape_pack_index_decode(const uint8_t *buf, size_t len, const struct tape_pac
 		out[i].off = tape_get_le64(p + 32);
 		out[i].len = tape_get_le32(p + 40);
 		out[i].flags = tape_get_le32(p + 44);
+		/* written so that no sum can wrap around */
 		if (out[i].flags != 0 || out[i].len == 0 || out[i].off < next ||
-		    out[i].off + out[i].len > t->index_off)
+		    out[i].off > t->index_off || out[i].len > t->index_off - out[i].off)
 			return -EBADMSG;
 		next = out[i].off + out[i].len;
 	}
@@ -358,8 +359,12 @@ int tape_manifest_decode(const uint8_t *buf, size_t len, struct tape_manifest *m
 	if (tape_get_le16(buf + 70) != 0 || lv == 0 || lv > TAPE_NAME_MAX || lh >= TAPE_KEY_MAX ||
 	    lp >= TAPE_KEY_MAX || hdr != TAPE_MANIFEST_FIXED + (uint32_t)lv + lh + lp)
 		return -EBADMSG;
+	/* size_bytes / grain_bytes, rounded up, without the sum that could wrap */
 	if (m->grain_bytes == 0 || m->size_bytes == 0 ||
-	    m->nr_grains != (m->size_bytes + m->grain_bytes - 1) / m->grain_bytes)
+	    m->nr_grains != m->size_bytes / m->grain_bytes + (m->size_bytes % m->grain_bytes != 0))
+		return -EBADMSG;
+	/* names hold no NUL: one encoding per manifest */
+	if (memchr(buf + TAPE_MANIFEST_FIXED, 0, (size_t)lv + lh + lp))
 		return -EBADMSG;
 	/* overflow-safe length check */
 	if (m->nr_grains > (len / TAPE_REF_BYTES) || m->nr_packs > len / 16)

@@ -30,6 +30,14 @@ struct fx {
 	char db[128];
 };
 
+static int count_trash(void *arg, const char *pool, const char *key)
+{
+	(void)pool;
+	(void)key;
+	(*(int *)arg)++;
+	return 0;
+}
+
 static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
@@ -566,7 +574,7 @@ static void test_migrate_from_v1(void **state)
 	make_db(f->db, sql);
 
 	assert_int_equal(catalog_open(f->db, &c), 0);
-	assert_int_equal(catalog_schema_version(c), 2);
+	assert_int_equal(catalog_schema_version(c), CATALOG_SCHEMA_VERSION);
 	l = load(c);
 	assert_int_equal(l->nv, 1);
 	assert_int_equal(l->vols[0].id, 1);
@@ -612,11 +620,22 @@ static void test_migrate_from_v1(void **state)
 	h.cut_era = 16;
 	h.verify_state = 1;
 	assert_int_equal(catalog_put_hist(c, &h), 0);
+
+	/* the v3 trash table works */
+	assert_int_equal(catalog_trash_add(c, "default", "manifests/db/x.mf"), 0);
+	assert_int_equal(catalog_trash_add(c, "default", "manifests/db/x.mf"), 0); /* idempotent */
 	catalog_close(c);
 
-	/* reopened: still version 2, no second migration, data intact */
+	/* reopened: still the current version, no second migration, data intact */
 	assert_int_equal(catalog_open(f->db, &c), 0);
-	assert_int_equal(catalog_schema_version(c), 2);
+	assert_int_equal(catalog_schema_version(c), CATALOG_SCHEMA_VERSION);
+	int ntrash = 0;
+	assert_int_equal(catalog_trash_list(c, count_trash, &ntrash), 0);
+	assert_int_equal(ntrash, 1);
+	assert_int_equal(catalog_trash_del(c, "default", "manifests/db/x.mf"), 0);
+	ntrash = 0;
+	assert_int_equal(catalog_trash_list(c, count_trash, &ntrash), 0);
+	assert_int_equal(ntrash, 0);
 	l = load(c);
 	assert_int_equal(l->np, 1);
 	assert_int_equal(l->hists[0].cut_era, 16);
@@ -629,7 +648,7 @@ static void test_newer_schema_refused(void **state)
 	struct fx *f = *state;
 	struct catalog *c = NULL;
 
-	make_db(f->db, "CREATE TABLE t(x); PRAGMA user_version=3;");
+	make_db(f->db, "CREATE TABLE t(x); PRAGMA user_version=99;");
 	assert_int_equal(catalog_open(f->db, &c), -EPROTO);
 	assert_null(c);
 }

@@ -229,12 +229,12 @@ static void test_pool_create(void **state)
 
 	OK(G,
 	   "pool create s3p s3://bucket/prefix endpoint=https://s3.example:9000 region=eu-1 "
-	   "path_style=1 credentials=/etc/acmfs/cred ca=/etc/ssl/ca.pem storage_class=GLACIER",
+	   "path_style=1 credentials=/etc/acmfs/cred ca=/etc/ssl/ca.pem retries=3",
 	   CMD_POOL_CREATE);
 	assert_string_equal(C.url, "s3://bucket/prefix");
 	assert_string_equal(C.opts, "endpoint=https://s3.example:9000 region=eu-1 path_style=1 "
 				    "credentials=/etc/acmfs/cred ca=/etc/ssl/ca.pem "
-				    "storage_class=GLACIER");
+				    "retries=3");
 	OK(G, "pool create p s3://bucket", CMD_POOL_CREATE);
 	assert_string_equal(C.url, "s3://bucket");
 

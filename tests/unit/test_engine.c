@@ -59,6 +59,7 @@ static void eng_open(struct fx *f)
 	rc = engine_open(&o, &f->e, err, sizeof(err));
 	if (rc)
 		fail_msg("engine_open(%s): %d %s", f->store, rc, err);
+	assert_int_equal(engine_start(f->e), 0);
 }
 
 static void eng_close(struct fx *f)
