@@ -738,8 +738,11 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	else
 		for (uint64_t g = 0; g < nr; g++)
 			bitmap_set(set, g);
-	uint64_t total = bitmap_count(set, nr), done = 0;
+	uint64_t total = bitmap_count(set, nr), done = 0, pf = 0;
+	int pf_fd = !src.tape ? src.h->bv->fd : -1;
 	for (uint64_t g = bitmap_next(set, nr, 0); g < nr && !rc; g = bitmap_next(set, nr, g + 1)) {
+		if (pf_fd >= 0 && pf < g + 2048)
+			prefetch_grains(pf_fd, set, nr, &pf, g + 4096, v->row.grain_bytes);
 		uint64_t off = g * grain, len = off + grain > v->row.size_bytes
 							 ? v->row.size_bytes - off
 							 : grain;

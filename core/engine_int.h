@@ -151,6 +151,8 @@ struct job *job_create(struct vol *v, struct bvol *bv, struct history *h, bool f
 int job_start(struct job *j);	   /* under e->lock */
 struct tier_image *im_tier(struct himg *im);
 int grain_read_hist(struct vol *v, struct history *h, uint64_t g, void *buf);
+void prefetch_grains(int fd, const _Atomic uint64_t *bm, uint64_t nbits, uint64_t *next,
+		     uint64_t upto, uint32_t grain);
 void stripes_lock(struct vol *v, uint64_t g0, uint64_t g1);
 void stripes_unlock(struct vol *v, uint64_t g0, uint64_t g1);
 /* flush the era map of v (barrier write briefly) */

@@ -26,6 +26,7 @@
 
 #define LOG_PREFIX "vol"
 #define COPY_RUN_BYTES (1 * ACM_MiB)
+#define PREFETCH_GRAINS 4096 /* how far ahead scattered grains are prefetched */
 
 /* ---------- stripes ---------- */
 
@@ -398,6 +399,26 @@ static int copy_run(struct vol *v, struct job *j, uint64_t g0, uint64_t g1)
 	return rc;
 }
 
+void prefetch_grains(int fd, const _Atomic uint64_t *bm, uint64_t nbits, uint64_t *next,
+		     uint64_t upto, uint32_t grain)
+{
+	/* ask the kernel to start reading the set grains in [*next, upto): scattered
+	 * grains (a differential copy or restore) then cost a cache hit each rather
+	 * than a synchronous random read */
+	uint64_t g = *next;
+
+	while ((g = bitmap_next(bm, nbits, g)) < upto) {
+		uint64_t e = g;
+		while (e + 1 < upto && e + 1 < nbits && bitmap_test(bm, e + 1))
+			e++;
+		posix_fadvise(fd, (off_t)(g * grain), (off_t)((e - g + 1) * grain),
+			      POSIX_FADV_WILLNEED);
+		g = e + 1;
+	}
+	if (upto > *next)
+		*next = upto;
+}
+
 static void *copier_main(void *arg)
 {
 	struct job *j = arg;
@@ -409,11 +430,15 @@ static void *copier_main(void *arg)
 		run = 1;
 	for (;;) {
 		while (!rc && atomic_load(&j->remaining) > 0 && !atomic_load(&j->cancel)) {
-			uint64_t g = 0;
+			uint64_t g = 0, pf = 0;
 			while (!rc && !atomic_load(&j->cancel)) {
 				g = bitmap_next(j->pending, j->nr_grains, g);
 				if (g >= j->nr_grains)
 					break;
+				/* keep read-ahead a window of grains ahead of the copy */
+				if (pf < g + PREFETCH_GRAINS / 2)
+					prefetch_grains(v->tv_fd, j->pending, j->nr_grains, &pf,
+							g + PREFETCH_GRAINS, v->row.grain_bytes);
 				uint64_t end = g + run - 1;
 				if (end >= j->nr_grains)
 					end = j->nr_grains - 1;

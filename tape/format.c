@@ -363,14 +363,15 @@ int tape_manifest_decode(const uint8_t *buf, size_t len, struct tape_manifest *m
 	if (m->grain_bytes == 0 || m->size_bytes == 0 ||
 	    m->nr_grains != m->size_bytes / m->grain_bytes + (m->size_bytes % m->grain_bytes != 0))
 		return -EBADMSG;
-	/* names hold no NUL: one encoding per manifest */
-	if (memchr(buf + TAPE_MANIFEST_FIXED, 0, (size_t)lv + lh + lp))
-		return -EBADMSG;
+
 	/* overflow-safe length check */
 	if (m->nr_grains > (len / TAPE_REF_BYTES) || m->nr_packs > len / 16)
 		return -EBADMSG;
 	uint64_t want = (uint64_t)hdr + 16ull * m->nr_packs + TAPE_REF_BYTES * m->nr_grains + 32;
 	if (want != len)
+		return -EBADMSG;
+	/* names hold no NUL: one encoding per manifest (the lengths are in bounds now) */
+	if (memchr(buf + TAPE_MANIFEST_FIXED, 0, (size_t)lv + lh + lp))
 		return -EBADMSG;
 	const uint8_t *p = buf + TAPE_MANIFEST_FIXED;
 	copy_str(m->volume, p, lv);

@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,7 @@ struct tier_image {
 	uint32_t run_max;   /* blocks per GET */
 	uint64_t chunk_grains;
 	uint64_t ra_grains;
+	uint64_t miss_cap;   /* entries in a read's miss array (≥ one read-ahead batch) */
 
 	pthread_mutex_t idx_lock;
 	struct pack_idx *pidx; /* per manifest pack; protected by idx_lock */
@@ -464,6 +466,7 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 		im->run_max = 64;
 	im->chunk_grains = CHUNK_BYTES / grain ? CHUNK_BYTES / grain : 1;
 	im->ra_grains = p->readahead_bytes / grain;
+	im->miss_cap = (im->chunk_grains > im->ra_grains ? im->chunk_grains : im->ra_grains) + 1;
 	im->cap_ents = p->cache_bytes / grain;
 	if (im->cap_ents < im->ra_grains + 2 * im->chunk_grains)
 		im->cap_ents = im->ra_grains + 2 * im->chunk_grains;
@@ -562,11 +565,22 @@ static ssize_t read_chunk(struct tier_image *im, uint8_t *buf, uint64_t g0, uint
 			goto out_unpin;
 		}
 	}
-	if (im->ra_grains && off == im->seq_next)
-		schedule_readahead_locked(im, g1 + 1, miss, (uint32_t)im->chunk_grains + 1);
-	else if (off != im->seq_next)
+	/* Sequential: near where the last reads ended (FUSE may deliver a
+	 * sequential reader's requests slightly out of order). Read-ahead is
+	 * topped up only when less than half the window is left, and then by
+	 * whole runs, so that GETs stay large (run_max blocks). */
+	uint64_t win = im->ra_grains * grain;
+	bool seq = im->ra_grains && im->seq_next != UINT64_MAX && off <= im->seq_next + win &&
+		   off + len + win >= im->seq_next;
+	if (seq) {
+		if (im->ra_next < g1 + 1 + im->ra_grains / 2)
+			schedule_readahead_locked(im, g1 + 1, miss, (uint32_t)im->miss_cap);
+		if (off + len > im->seq_next)
+			im->seq_next = off + len;
+	} else {
 		im->ra_next = 0;
-	im->seq_next = off + len;
+		im->seq_next = off + len;
+	}
 	for (uint64_t i = 0; i < nr; i++) {
 		if (!gent[i])
 			continue;
@@ -620,7 +634,8 @@ ssize_t tape_image_read(struct tier_image *im, void *buf, size_t len, uint64_t o
 	if (len > SSIZE_MAX)
 		len = SSIZE_MAX;
 	size_t nptr = (size_t)im->chunk_grains + 2;
-	struct cache_ent **gent = malloc(nptr * sizeof(*gent)), **miss = malloc(nptr * sizeof(*miss));
+	struct cache_ent **gent = malloc(nptr * sizeof(*gent)),
+			 **miss = malloc(((size_t)im->miss_cap + 1) * sizeof(*miss));
 	ssize_t rc = 0;
 	size_t done = 0;
 	if (!gent || !miss) {

@@ -19,8 +19,10 @@
 #include "fuzz_common.h"
 #include "util.h"
 
-static const char *const pool_keys[] = { "endpoint", "region", "path_style", "credentials",
-					  "ca", "storage_class" };
+/* the pool options tape/tier.h understands (core/cmd.c must accept no other) */
+static const char *const pool_keys[] = { "endpoint", "region",	 "path_style", "credentials",
+					  "ca",	      "pack_mb", "threads",    "cache_mb",
+					  "readahead_mb", "retries", "retry_s", "timeout_s" };
 
 static bool terminated(const char *s, size_t cap)
 {
