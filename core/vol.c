@@ -407,7 +407,9 @@ void prefetch_grains(int fd, const _Atomic uint64_t *bm, uint64_t nbits, uint64_
 	 * than a synchronous random read */
 	uint64_t g = *next;
 
-	while ((g = bitmap_next(bm, nbits, g)) < upto) {
+	if (upto > nbits)
+		upto = nbits;
+	while (g < upto && (g = bitmap_next(bm, nbits, g)) < upto) {
 		uint64_t e = g;
 		while (e + 1 < upto && e + 1 < nbits && bitmap_test(bm, e + 1))
 			e++;

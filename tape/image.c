@@ -35,7 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RUN_BYTES   (4u << 20)
+#define RUN_BYTES   (16u << 20) /* one ranged GET at most: large, since S3 costs per request */
+#define MAX_RUN     256	    /* blocks in one GET (struct job's arrays) */
 #define CHUNK_BYTES (8u << 20)
 #define MAX_WORKERS 16
 
@@ -54,8 +55,8 @@ struct job {
 	struct job *next;
 	uint32_t pack; /* manifest pack index */
 	uint32_t nr;
-	uint64_t off[64];
-	struct cache_ent *ent[64];
+	uint64_t off[MAX_RUN];
+	struct cache_ent *ent[MAX_RUN];
 };
 
 struct pack_idx {
@@ -331,7 +332,7 @@ static void run_job(struct tier_image *im, struct job *j, uint8_t *buf)
 	int rc = image_pack_index(im, j->pack, &pi);
 	if (!rc)
 		rc = fetch_run(im, j->pack, j->off[0], j->off[j->nr - 1], buf);
-	int ok[64];
+	int ok[MAX_RUN];
 	for (uint32_t i = 0; i < j->nr; i++) {
 		ok[i] = 0;
 		if (rc)
@@ -462,8 +463,8 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 	im->run_max = RUN_BYTES / grain;
 	if (im->run_max < 1)
 		im->run_max = 1;
-	if (im->run_max > 64)
-		im->run_max = 64;
+	if (im->run_max > MAX_RUN)
+		im->run_max = MAX_RUN;
 	im->chunk_grains = CHUNK_BYTES / grain ? CHUNK_BYTES / grain : 1;
 	im->ra_grains = p->readahead_bytes / grain;
 	im->miss_cap = (im->chunk_grains > im->ra_grains ? im->chunk_grains : im->ra_grains) + 1;
