@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RUN_BYTES   (16u << 20) /* one ranged GET at most: large, since S3 costs per request */
+#define RUN_BYTES   (8u << 20) /* one ranged GET at most: large, since S3 costs per request */
 #define MAX_RUN     256	    /* blocks in one GET (struct job's arrays) */
 #define CHUNK_BYTES (8u << 20)
 #define MAX_WORKERS 16
@@ -469,8 +469,9 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 	im->ra_grains = p->readahead_bytes / grain;
 	im->miss_cap = (im->chunk_grains > im->ra_grains ? im->chunk_grains : im->ra_grains) + 1;
 	im->cap_ents = p->cache_bytes / grain;
-	if (im->cap_ents < im->ra_grains + 2 * im->chunk_grains)
-		im->cap_ents = im->ra_grains + 2 * im->chunk_grains;
+	/* read-ahead must never evict what it fetched before the reader gets to it */
+	if (im->cap_ents < 2 * im->ra_grains + 2 * im->chunk_grains)
+		im->cap_ents = 2 * im->ra_grains + 2 * im->chunk_grains;
 	im->hcap = 64;
 	while (im->hcap < im->cap_ents * 2 && im->hcap < (1u << 24))
 		im->hcap *= 2;

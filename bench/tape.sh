@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# tape.sh — the tape tier (issue 5) against its peers, all in one run on one
+# loopback s3rver; results go to BENCHMARKS.md.
+#
+#   bench/tape.sh [--size SIZE] [--no-write-md]
+#
+# The image: SIZE (default 2G) of incompressible random data, made as 4 part
+# files; the volume is filled from them, so the peers move the same bytes.
+# S3 pool "s3" = s3://$S3_BUCKET/acmfs on s3rver 3.7.1 (127.0.0.1, path-style):
+#   upload    backup -m TAPE, time until tape_status=succeeded, vs 4 parallel
+#             curl PUTs of the 4 parts (the server's ceiling) and vs
+#             aws s3 cp of the TV's backing file
+#   download  cp history/<v>/tape.img to a file vs 4 parallel curl GETs of the
+#             parts to files and vs aws s3 cp of the object to a file
+#   change    1% of the grains rewritten at random, backup -m TAPE again:
+#             bytes uploaded (acmfs_tape_bytes_uploaded_total delta) and time,
+#             each against the first backup
+# The same three on the default file:// pool (STORE/tape), peer: plain cp of
+# the TV's backing file (+ fdatasync: the file pool fsyncs its packs) and of
+# the same bytes back. Caches dropped before every timed transfer.
+# Targets (issue 5): S3 upload >= 0.8 x curl (and >= 2 x aws s3 cp);
+# tape.img read >= 0.8 x curl GETs; second backup <= 2% of the bytes and
+# <= 5% of the time of the first.
+# Needs root, curl, awscli, npm (s3rver is installed into .cache/node when
+# missing). Environment: ACMFS, BENCH_DIR (needs ~10 x SIZE).
+BENCH_NAME=tape.sh
+SIZE=2G
+WRITE_MD=true
+while (($#)); do
+	case $1 in
+	--size) SIZE=$2; shift ;;
+	--no-write-md) WRITE_MD=false ;;
+	-h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "tape.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+source "$(dirname "$0")/lib.sh"
+bench_init
+
+BYTES=$(numfmt --from=iec "$SIZE")
+NP=4
+PART=$((BYTES / NP))
+((PART % 65536 == 0)) || die "size must split into 4 parts of whole grains"
+log "making $SIZE of random data in $NP parts"
+make_parts "$W/img" "$NP" "$PART" tape
+
+start_s3rver "$W/s3"
+STORE=$W/store
+MNT=$W/mnt
+start_acmfs "$STORE" "$MNT"
+bpy ctl "$MNT/ctl" "pool create s3 s3://$S3_BUCKET/acmfs endpoint=$S3_EP path_style=1" >/dev/null
+bpy ctl "$MNT/ctl" "volume create ts $SIZE save=1" >/dev/null
+bpy ctl "$MNT/ctl" "tapepolicy ts pool=s3" >/dev/null
+bpy ctl "$MNT/ctl" "volume create tf $SIZE save=1" >/dev/null
+VS=$MNT/volumes/ts
+VF=$MNT/volumes/tf
+GRAIN=$(sed -n 's/^grain=//p' "$VS/info")
+TVS=$STORE/vol/1/tv.img
+TVF=$STORE/vol/2/tv.img
+[[ -f $TVS && -f $TVF ]] || die "backing files not found"
+log "filling ts and tf from the parts"
+fill_from_parts "$VS/data" "$W/img" "$NP"
+fill_from_parts "$VF/data" "$W/img" "$NP"
+uploaded() { bpy metric "$MNT" acmfs_tape_bytes_uploaded_total; }
+
+# ------------------------------------------------------------------ S3 upload
+drop_caches
+log "peer: 4 parallel curl PUTs of $NP x $PART bytes"
+t0=$(now_ns)
+curl_put_parallel "$W/img" "$NP" curl/img
+CURL_PUT_S=$(secs "$t0")
+
+drop_caches
+log "acmfs: backup -m TAPE to s3"
+U0=$(uploaded)
+R=$(bpy backup "$VS" tape_status 900 "backup -m TAPE")
+log "$R"
+[[ $(kv status "$R") == succeeded ]] || die "S3 tape backup: $R"
+S3_UP_S=$(kv total_s "$R")
+S3_V1=$(kv version "$R")
+U1=$(uploaded)
+S3_UP_BYTES=$((U1 - U0))
+
+drop_caches
+log "peer: aws s3 cp upload of the TV's backing file"
+t0=$(now_ns)
+aws --endpoint-url "$S3_EP" s3 cp --quiet "$TVS" s3://$S3_BUCKET/aws/img
+AWS_PUT_S=$(secs "$t0")
+
+# ------------------------------------------------------------------ S3 download
+drop_caches
+log "acmfs: cp history/$S3_V1/tape.img"
+t0=$(now_ns)
+cp "$VS/history/$S3_V1/tape.img" "$W/out.img"
+S3_GET_S=$(secs "$t0")
+cmp -s "$W/out.img" "$TVS" && S3_CMP=identical || S3_CMP="**differs**"
+rm -f "$W/out.img"
+
+drop_caches
+log "peer: 4 parallel curl GETs"
+t0=$(now_ns)
+curl_get_parallel curl/img "$NP" "$W/get"
+CURL_GET_S=$(secs "$t0")
+rm -f "$W"/get.*
+
+drop_caches
+log "peer: aws s3 cp download"
+t0=$(now_ns)
+aws --endpoint-url "$S3_EP" s3 cp --quiet s3://$S3_BUCKET/aws/img "$W/awsget.img"
+AWS_GET_S=$(secs "$t0")
+rm -f "$W/awsget.img"
+
+# ------------------------------------------------------------------ S3 1% change
+log "rewriting 1% of ts's grains at random"
+NCHG=$(bpy change "$VS/data" 1 "$GRAIN" 5)
+drop_caches
+U0=$(uploaded)
+R=$(bpy backup "$VS" tape_status 900 "backup -m TAPE")
+log "$R"
+[[ $(kv status "$R") == succeeded ]] || die "second S3 tape backup: $R"
+S3_UP2_S=$(kv total_s "$R")
+S3_UP2_BYTES=$(($(uploaded) - U0))
+
+# ------------------------------------------------------------------ file://
+drop_caches
+log "acmfs: backup -m TAPE of tf to the file:// pool"
+U0=$(uploaded)
+R=$(bpy backup "$VF" tape_status 900 "backup -m TAPE")
+log "$R"
+[[ $(kv status "$R") == succeeded ]] || die "file tape backup: $R"
+F_UP_S=$(kv total_s "$R")
+F_V1=$(kv version "$R")
+F_UP_BYTES=$(($(uploaded) - U0))
+
+drop_caches
+log "peer: cp tv.img + fdatasync"
+t0=$(now_ns)
+cp "$TVF" "$W/cp.img"
+sync -d "$W/cp.img"
+CP_UP_S=$(secs "$t0")
+rm -f "$W/cp.img"
+
+drop_caches
+log "acmfs: cp history/$F_V1/tape.img (file://)"
+t0=$(now_ns)
+cp "$VF/history/$F_V1/tape.img" "$W/out.img"
+F_GET_S=$(secs "$t0")
+cmp -s "$W/out.img" "$TVF" && F_CMP=identical || F_CMP="**differs**"
+rm -f "$W/out.img"
+
+drop_caches
+log "peer: cp tv.img"
+t0=$(now_ns)
+cp "$TVF" "$W/cp.img"
+CP_GET_S=$(secs "$t0")
+rm -f "$W/cp.img"
+
+log "rewriting 1% of tf's grains at random"
+NCHGF=$(bpy change "$VF/data" 1 "$GRAIN" 6)
+drop_caches
+U0=$(uploaded)
+R=$(bpy backup "$VF" tape_status 900 "backup -m TAPE")
+log "$R"
+[[ $(kv status "$R") == succeeded ]] || die "second file tape backup: $R"
+F_UP2_S=$(kv total_s "$R")
+F_UP2_BYTES=$(($(uploaded) - U0))
+stop_acmfs "$MNT" "$ACMFS_PID"
+
+# ------------------------------------------------------------------ report
+MIB=$((BYTES / 1048576))
+mbs() { calc "$MIB / $1" 0; }
+R_UP=$(calc "$CURL_PUT_S / $S3_UP_S")
+R_UP_AWS=$(calc "$AWS_PUT_S / $S3_UP_S")
+R_GET=$(calc "$CURL_GET_S / $S3_GET_S")
+R_GET_AWS=$(calc "$AWS_GET_S / $S3_GET_S")
+S3_BYTES_PCT=$(calc "100 * $S3_UP2_BYTES / $S3_UP_BYTES" 2)
+S3_TIME_PCT=$(calc "100 * $S3_UP2_S / $S3_UP_S" 1)
+R_FUP=$(calc "$CP_UP_S / $F_UP_S")
+R_FGET=$(calc "$CP_GET_S / $F_GET_S")
+F_BYTES_PCT=$(calc "100 * $F_UP2_BYTES / $F_UP_BYTES" 2)
+F_TIME_PCT=$(calc "100 * $F_UP2_S / $F_UP_S" 1)
+
+REPORT=$W/report.md
+{
+	machine_line
+	echo "Image $MIB MiB of random data (no holes, nothing to dedup), grain $GRAIN; s3rver 3.7.1 on 127.0.0.1 (same 2 cores as acmfs),"
+	echo "$(aws --version 2>&1 | cut -d' ' -f1), $(curl --version | head -n1 | cut -d' ' -f1-2). Caches dropped before every timed transfer."
+	echo
+	echo "| measurement | acmfs | peer | ratio | target | |"
+	echo "|---|---:|---:|---:|---|---|"
+	echo "| S3 upload: \`backup -m TAPE\` until \`tape_status=succeeded\` vs 4 parallel \`curl -T\` (4 × $((PART / 1048576)) MiB) | $S3_UP_S s ($(mbs "$S3_UP_S") MiB/s) | $CURL_PUT_S s ($(mbs "$CURL_PUT_S") MiB/s) | $R_UP × | ≥ 0.8 × | $(verdict "$R_UP >= 0.8") |"
+	echo "| same vs \`aws s3 cp\` upload | $S3_UP_S s | $AWS_PUT_S s ($(mbs "$AWS_PUT_S") MiB/s) | $R_UP_AWS × | ≥ 2 × (expected) | $(verdict "$R_UP_AWS >= 2") |"
+	echo "| S3 download: \`cp history/$S3_V1/tape.img\` to a file vs 4 parallel curl GETs to files | $S3_GET_S s ($(mbs "$S3_GET_S") MiB/s) | $CURL_GET_S s ($(mbs "$CURL_GET_S") MiB/s) | $R_GET × | ≥ 0.8 × | $(verdict "$R_GET >= 0.8") |"
+	echo "| same vs \`aws s3 cp\` download | $S3_GET_S s | $AWS_GET_S s ($(mbs "$AWS_GET_S") MiB/s) | $R_GET_AWS × | (reference) | |"
+	echo "| S3 second backup, $NCHG grains (1%) rewritten: bytes uploaded vs first | $S3_UP2_BYTES B | $S3_UP_BYTES B | $S3_BYTES_PCT % | ≤ 2 % | $(verdict "$S3_BYTES_PCT <= 2") |"
+	echo "| S3 second backup: time vs first | $S3_UP2_S s | $S3_UP_S s | $S3_TIME_PCT % | ≤ 5 % | $(verdict "$S3_TIME_PCT <= 5") |"
+	echo "| file:// upload: \`backup -m TAPE\` vs \`cp\` of tv.img + fdatasync | $F_UP_S s ($(mbs "$F_UP_S") MiB/s) | $CP_UP_S s ($(mbs "$CP_UP_S") MiB/s) | $R_FUP × | (reference) | |"
+	echo "| file:// download: \`cp history/$F_V1/tape.img\` vs \`cp\` of tv.img | $F_GET_S s ($(mbs "$F_GET_S") MiB/s) | $CP_GET_S s ($(mbs "$CP_GET_S") MiB/s) | $R_FGET × | (reference) | |"
+	echo "| file:// second backup, $NCHGF grains (1%) rewritten: bytes vs first | $F_UP2_BYTES B | $F_UP_BYTES B | $F_BYTES_PCT % | ≤ 2 % | $(verdict "$F_BYTES_PCT <= 2") |"
+	echo "| file:// second backup: time vs first | $F_UP2_S s | $F_UP_S s | $F_TIME_PCT % | ≤ 5 % | $(verdict "$F_TIME_PCT <= 5") |"
+	echo
+	echo "Read-back check: S3 tape.img vs the volume at backup time: $S3_CMP; file:// tape.img: $F_CMP."
+	echo "Bytes uploaded = \`acmfs_tape_bytes_uploaded_total\` delta (pack objects and manifest). Peer ratio = peer time / acmfs time (> 1: acmfs faster)."
+} >"$REPORT"
+cat "$REPORT"
+$WRITE_MD && md_section "Tape tier: S3 and file:// pools (bench/tape.sh)" bench/tape.sh "$REPORT" &&
+	log "results written to BENCHMARKS.md"
+exit 0
