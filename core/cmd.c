@@ -131,10 +131,27 @@ static int parse_path(struct cmd *c, const char *v, char *err, size_t errlen)
 	return 0;
 }
 
+/* save=N: 1..64 disk generations, once */
+static int parse_save(struct cmd *c, const char *val, char *err, size_t errlen)
+{
+	uint64_t v;
+	int rc;
+
+	if (c->has_save)
+		return fail(err, errlen, "save= given twice");
+	rc = parse_num(val, 64, &v, "save number", err, errlen);
+	if (rc)
+		return rc;
+	if (v == 0)
+		return fail(err, errlen, "save number must be at least 1");
+	c->save = (uint32_t)v;
+	c->has_save = true;
+	return 0;
+}
+
 static int parse_volume_create(struct toks *t, struct cmd *c, char *err, size_t errlen)
 {
 	int rc;
-	uint64_t v;
 
 	if (t->n < 4)
 		return fail(err, errlen, "usage: volume create NAME SIZE [save=N] [grain=SIZE] [from=PATH]");
@@ -150,15 +167,9 @@ static int parse_volume_create(struct toks *t, struct cmd *c, char *err, size_t 
 	for (int i = 4; i < t->n; i++) {
 		const char *val;
 		if ((val = kv(t->w[i], "save"))) {
-			if (c->has_save)
-				return fail(err, errlen, "save= given twice");
-			rc = parse_num(val, 64, &v, "save number", err, errlen);
+			rc = parse_save(c, val, err, errlen);
 			if (rc)
 				return rc;
-			if (v == 0)
-				return fail(err, errlen, "save number must be at least 1");
-			c->save = (uint32_t)v;
-			c->has_save = true;
 		} else if ((val = kv(t->w[i], "grain"))) {
 			if (c->grain_bytes)
 				return fail(err, errlen, "grain= given twice");
@@ -191,15 +202,9 @@ static int parse_policy(struct toks *t, struct cmd *c, char *err, size_t errlen)
 	for (int i = 2; i < t->n; i++) {
 		const char *val;
 		if ((val = kv(t->w[i], "save"))) {
-			if (c->has_save)
-				return fail(err, errlen, "save= given twice");
-			rc = parse_num(val, 64, &v, "save number", err, errlen);
+			rc = parse_save(c, val, err, errlen);
 			if (rc)
 				return rc;
-			if (v == 0)
-				return fail(err, errlen, "save number must be at least 1");
-			c->save = (uint32_t)v;
-			c->has_save = true;
 		} else if ((val = kv(t->w[i], "interval"))) {
 			if (c->has_interval)
 				return fail(err, errlen, "interval= given twice");
