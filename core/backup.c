@@ -614,12 +614,15 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	struct restore_src src = { v, NULL, NULL, false };
 	uint64_t grain = v->row.grain_bytes, nr = v->nr_grains, copied = 0, bytes = 0, skipped = 0;
 	_Atomic uint64_t *set = NULL;
-	bool to_tv = !c->has_path, diff = false, blk = false;
+	bool to_tv = !c->has_path, diff = false, blk = false, touched = false;
 	int fd = -1, rc;
 	char *buf = NULL;
 	uint8_t hl[32], hr[32];
 	struct pool *p = NULL;
 
+	rc = engine_run_hook(e, v, "restore.pre", err, errlen);
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&e->lock);
 	src.h = select_hist(v, c, c->media, true);
 	if (!src.h) {
@@ -697,9 +700,6 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	pthread_mutex_unlock(&e->lock);
 
 	atomic_store(&v->restore_pct, 0);
-	rc = engine_run_hook(e, v, "restore.pre", err, errlen);
-	if (rc)
-		goto out_end;
 	if (!to_tv) {
 		uint64_t tsize = 0;
 		fd = open(c->path, O_RDWR | O_CLOEXEC);
@@ -783,6 +783,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 		}
 		if (rc)
 			break;
+		touched = true; /* from here on the target may hold restored data */
 		if (zero_src == 1) {
 			if (to_tv)
 				rc = vol_punch_internal(v, off, len);
@@ -828,8 +829,8 @@ out_end:
 	src.h->readers--;
 	if (to_tv) {
 		v->restoring = false;
-		/* a failed restore into the TV leaves mixed content: say so durably */
-		snprintf(v->row.state, sizeof(v->row.state), rc ? "needs-restore" : "ok");
+		/* a restore that failed after writing leaves mixed content: say so durably */
+		snprintf(v->row.state, sizeof(v->row.state), rc && touched ? "needs-restore" : "ok");
 		int rc2 = catalog_put_volume(e->cat, &v->row);
 		if (!rc && rc2)
 			rc = rc2;
