@@ -693,7 +693,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 	if (!e)
 		return -ENOMEM;
 	e->lock_fd = -1;
-	fault_init_from_env();
+	fault_init_once();
 	char real[PATH_MAX];
 	if (!realpath(o->store, real)) {
 		rc = util_mkdir_p(o->store, 0700);

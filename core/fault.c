@@ -4,6 +4,7 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,18 @@ static struct rule rules[MAX_RULES];
 static int nrules;
 static bool any_active, report_counts;
 static atomic_uint_fast64_t counts[IO_NCLASS];
-static const char *const class_names[IO_NCLASS] = { "track", "catalog", "data", "store" };
+static const char *const class_names[IO_NCLASS] = { "track", "catalog", "data", "store", "tape" };
+
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static void init_once(void)
+{
+	fault_init_from_env();
+}
+
+void fault_init_once(void)
+{
+	pthread_once(&env_once, init_once);
+}
 
 void fault_init_from_env(void)
 {

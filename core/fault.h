@@ -4,10 +4,11 @@
  *
  * Classes: IO_TRACK (era map and intent files), IO_CATALOG (SQLite, through a
  * VFS shim in catalog.c), IO_DATA (TV/BV reads and writes, copies), IO_STORE
- * (other store files). Injection is configured once from the environment:
+ * (other store files), IO_TAPE (the file:// tape backend). Injection is
+ * configured once from the environment:
  *
  *   ACMFS_FAULT=<class>:<n>[+]:<action>[,<class>:<n>[+]:<action>...]
- *       class  track | catalog | data | store | any
+ *       class  track | catalog | data | store | tape | any
  *       n      the n-th operation of that class (1-based); "n+" = n and after
  *       action eio | enospc | short (half a write, then EIO) | crash (_exit(137)
  *              before the operation: a kill -9 at that instant)
@@ -23,9 +24,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-enum io_class { IO_TRACK, IO_CATALOG, IO_DATA, IO_STORE, IO_NCLASS };
+enum io_class { IO_TRACK, IO_CATALOG, IO_DATA, IO_STORE, IO_TAPE, IO_NCLASS };
 
 void fault_init_from_env(void);
+/* the same, once per process (for modules with no init of their own) */
+void fault_init_once(void);
 bool fault_active(enum io_class c);
 /* count one operation of class c; returns 0 to go on, or -errno to fail it
  * (crash actions never return). *short_ok is set for a short-write fault. */

@@ -10,6 +10,7 @@
  */
 #include "backend.h"
 #include "log.h"
+#include "fault.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -65,7 +66,7 @@ static int fsync_dir(const char *dir)
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int rc = fsync(fd) ? -errno : 0;
+	int rc = io_fsync(IO_TAPE, fd) ? -errno : 0;
 	close(fd);
 	return rc;
 }
@@ -95,7 +96,7 @@ static int file_put(struct tape_backend *be, const char *key, const void *buf, s
 	const uint8_t *p = buf;
 	size_t left = len;
 	while (left) {
-		ssize_t n = write(fd, p, left);
+		ssize_t n = io_pwrite(IO_TAPE, fd, p, left, (off_t)(len - left));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -105,7 +106,7 @@ static int file_put(struct tape_backend *be, const char *key, const void *buf, s
 		p += n;
 		left -= (size_t)n;
 	}
-	if (fsync(fd)) {
+	if (io_fsync(IO_TAPE, fd)) {
 		rc = -errno;
 		goto out_unlink;
 	}
@@ -115,7 +116,7 @@ static int file_put(struct tape_backend *be, const char *key, const void *buf, s
 		goto out_unlink;
 	}
 	fd = -1;
-	if (rename(tmp, path)) {
+	if (io_rename(IO_TAPE, tmp, path)) {
 		rc = -errno;
 		goto out_unlink;
 	}
@@ -145,7 +146,7 @@ static ssize_t file_get(struct tape_backend *be, const char *key, uint64_t off, 
 	size_t got = 0;
 	ssize_t ret = 0;
 	while (got < len) {
-		ssize_t n = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+		ssize_t n = io_pread(IO_TAPE, fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -232,6 +233,9 @@ static int file_del(struct tape_backend *be, const char *key)
 	int rc = make_path(fb(be), key, path);
 	if (rc)
 		return rc;
+	rc = fault_check(IO_TAPE, NULL);
+	if (rc)
+		return rc;
 	if (unlink(path))
 		return -errno;
 	*strrchr(path, '/') = '\0';
@@ -255,6 +259,7 @@ static const struct tape_backend_ops file_ops = {
 
 int tape_backend_file_open(const char *dir, struct tape_backend **out, char *err, size_t errlen)
 {
+	fault_init_once(); /* ACMFS_FAULT=tape:… reaches this backend too */
 	struct file_backend *f = calloc(1, sizeof(*f));
 	if (!f) {
 		snprintf(err, errlen, "out of memory");

@@ -347,7 +347,7 @@ def verify_histories(m, refs, failures, tag, counters):
                 failures.append(f"{tag}: v{v} {img} succeeded but {d}")
 
 
-SWEEP_CLASSES = ("data", "track", "catalog")
+SWEEP_CLASSES = ("data", "track", "catalog", "tape")
 
 
 @pytest.mark.slow
