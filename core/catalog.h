@@ -39,8 +39,8 @@ struct vol_row {
 	char pool[ACM_NAME_MAX + 1];
 	char state[16];		/* "ok", "restoring", "needs-restore" */
 	int64_t created;
-	int64_t last_tape_version; /* version of the newest tape history whose era base is known */
-	uint32_t last_tape_era;	   /* era that tape history was cut at; 0 = none */
+	int64_t last_tape_version; /* reserved (schema 2); tape parents come from histories' cut_era */
+	uint32_t last_tape_era;	   /* reserved (schema 2) */
 };
 
 struct bv_row {

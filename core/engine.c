@@ -550,8 +550,7 @@ static int recover_volume(struct engine *e, struct vol *v)
 		}
 		vol_log(v, "warning: tracking state not trusted (%s): next differential backups "
 			   "to every backup volume are full copies", why);
-		v->row.last_tape_era = 0;
-		dirty = true;
+		/* every grain now has the current era: the next tape copy re-hashes all */
 	}
 	for (struct history *h = v->hists; h; h = h->next) {
 		if (h->row.disk_status == HS_EXECUTING) {
@@ -1074,7 +1073,7 @@ static int cmd_volume_delete(struct engine *e, const struct cmd *c, char *err, s
 		snprintf(err, errlen, "no volume %s", c->name);
 		return -ENOENT;
 	}
-	if (v->opens > 0 || v->img_readers > 0 || v->busy || v->jobs) {
+	if (v->opens > 0 || v->img_readers > 0 || v->jobs) {
 		snprintf(err, errlen, "volume %s is in use (open, or a copy runs)", c->name);
 		return -EBUSY;
 	}
@@ -1208,10 +1207,8 @@ static int cmd_tapepolicy(struct engine *e, const struct cmd *c, char *err, size
 	if (c->has_days)
 		v->row.tape_days = c->days;
 	if (c->has_pool) {
+		/* a new pool holds no parent history: its first tape copy is full */
 		snprintf(v->row.pool, sizeof(v->row.pool), "%s", c->pool);
-		/* a new pool has none of the previous blocks: next tape copy is full */
-		if (strcmp(old.pool, c->pool))
-			v->row.last_tape_era = 0;
 	}
 	rc = catalog_put_volume(e->cat, &v->row);
 	if (rc) {

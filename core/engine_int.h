@@ -82,7 +82,6 @@ struct vol {
 	bool deleted;
 	bool restoring;	     /* a restore runs: other writers refused */
 	atomic_int restore_pct; /* -1 when none */
-	bool busy;	     /* a command holds the volume (backup start, restore) */
 	atomic_int_fast64_t mtime;
 	pthread_mutex_t log_lock;
 	struct vol *next;
