@@ -26,7 +26,7 @@
 #
 # Also measured: the daemon's RSS (VmRSS, VmHWM) with 10 volumes of 1 GiB.
 # Needs root (FUSE mounts), fio, gcc and libfuse3-dev; the daemon must build.
-# Environment: BENCH_DIR (scratch space, default .cache/bench; needs ~2 GiB),
+# Environment: BENCH_DIR (scratch space, default .cache/bench-fio.sh; needs ~2 GiB),
 # PT_OPTS (extra -o options for passthrough_ll, default none).
 set -euo pipefail
 
@@ -47,70 +47,13 @@ while (($#)); do
 	shift
 done
 
-ACMFS=${ACMFS:-$ROOT/build/fs/acmfs}
-W=${BENCH_DIR:-$ROOT/.cache/bench}
-PY=/usr/bin/python3
+# mounts, cleanup, scratch directory: the helpers the other benchmarks use
+BENCH_NAME=fio.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 EX=/usr/share/doc/libfuse3-dev/examples
-
-[[ -x $ACMFS ]] || { echo "fio.sh: $ACMFS missing: run scripts/setup.sh" >&2; exit 1; }
-command -v fio >/dev/null || { echo "fio.sh: fio missing: run scripts/setup.sh" >&2; exit 1; }
-
-log() { printf '==> %s\n' "$*" >&2; }
-
-# ------------------------------------------------------------------ cleanup
-PIDS=()
-MOUNTS=()
-cleanup() {
-	local m p
-	for m in "${MOUNTS[@]}"; do
-		if awk -v m="$m" '$5 == m {f=1} END {exit !f}' /proc/self/mountinfo; then
-			fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m" 2>/dev/null || true
-		fi
-	done
-	for p in "${PIDS[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	# the stores are large; the fio JSON and the report stay in $W
-	rm -rf "$W/store" "$W/rss-store"
-}
-trap cleanup EXIT
-
-rm -rf "$W"
-mkdir -p "$W"
-W=$(cd "$W" && pwd)
-
-# wait_mount MNT PID
-wait_mount() {
-	local i
-	for i in $(seq 100); do
-		awk -v m="$1" '$5 == m {f=1} END {exit !f}' /proc/self/mountinfo && return 0
-		kill -0 "$2" 2>/dev/null || { echo "fio.sh: daemon for $1 died" >&2; return 1; }
-		sleep 0.1
-	done
-	echo "fio.sh: $1 not mounted after 10 s" >&2
-	return 1
-}
-
-# start_acmfs STORE MNT -> sets ACMFS_PID
-start_acmfs() {
-	mkdir -p "$2"
-	"$ACMFS" -f "$1" "$2" </dev/null >>"$W/acmfs.log" 2>&1 &
-	ACMFS_PID=$!
-	PIDS+=("$ACMFS_PID")
-	MOUNTS+=("$2")
-	wait_mount "$2" "$ACMFS_PID"
-}
-
-# stop_mount MNT PID
-stop_mount() {
-	fusermount3 -u "$1" || fusermount3 -u -z "$1"
-	local i
-	for i in $(seq 100); do
-		kill -0 "$2" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	kill "$2" 2>/dev/null || true
-}
+command -v fio >/dev/null || die "fio missing: run scripts/setup.sh"
+bench_init
 
 # ------------------------------------------------------------------ build passthrough_ll
 log "building passthrough_ll from $EX"
@@ -196,8 +139,8 @@ for j in "${JOBS[@]}"; do
 		done
 	done
 done
-stop_mount "$PMNT" "$PT_PID"
-stop_mount "$AMNT" "$ACMFS_PID"
+stop_acmfs "$PMNT" "$PT_PID"
+stop_acmfs "$AMNT" "$ACMFS_PID"
 
 # ------------------------------------------------------------------ RSS
 log "RSS: 10 volumes of 1 GiB"
@@ -214,7 +157,7 @@ for i in $(seq 0 9); do
 done
 RSS_10=$(awk '/^VmRSS/ {print $2}' /proc/"$ACMFS_PID"/status)
 HWM_10=$(awk '/^VmHWM/ {print $2}' /proc/"$ACMFS_PID"/status)
-stop_mount "$RMNT" "$ACMFS_PID"
+stop_acmfs "$RMNT" "$ACMFS_PID"
 
 # ------------------------------------------------------------------ report
 export W RUNTIME ENGINE RSS_IDLE RSS_10 HWM_10 SIZE ROUNDS
