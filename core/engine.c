@@ -1073,7 +1073,10 @@ static int cmd_volume_delete(struct engine *e, const struct cmd *c, char *err, s
 		snprintf(err, errlen, "no volume %s", c->name);
 		return -ENOENT;
 	}
-	if (v->opens > 0 || v->img_readers > 0 || v->jobs) {
+	bool reading = false; /* an open image or a restore reads a history */
+	for (struct history *h = v->hists; h; h = h->next)
+		reading |= h->readers > 0;
+	if (v->opens > 0 || reading || v->jobs) {
 		snprintf(err, errlen, "volume %s is in use (open, or a copy runs)", c->name);
 		return -EBUSY;
 	}

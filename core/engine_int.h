@@ -43,7 +43,6 @@ struct history {
 	struct job *job;    /* running disk copy */
 	struct tjob *tjob;  /* running tape copy, under e->lock */
 	atomic_uint_fast64_t tape_done; /* grains processed by the tape job */
-	uint64_t tape_total;
 	int readers;	    /* open images of this history, under e->lock */
 	struct history *next; /* ascending version */
 };
@@ -77,7 +76,6 @@ struct vol {
 	struct bvol *bvs;
 	struct history *hists;
 	int refs;	     /* under e->lock */
-	int img_readers;     /* open history images, under e->lock */
 	int opens, writers;  /* open data/ctl handles; data handles open for write */
 	bool deleted;
 	bool restoring;	     /* a restore runs: other writers refused */

@@ -142,11 +142,12 @@ static const char *media_name(int m)
 	}
 }
 
-static int tape_pct(struct history *h)
+/* a tape copy reads every grain of the volume (hashing only the changed ones) */
+static int tape_pct(const struct vol *v, struct history *h)
 {
-	if (h->row.tape_status != HS_EXECUTING || !h->tape_total)
+	if (h->row.tape_status != HS_EXECUTING || !v->nr_grains)
 		return -1;
-	int p = (int)(atomic_load(&h->tape_done) * 100 / h->tape_total);
+	int p = (int)(atomic_load(&h->tape_done) * 100 / v->nr_grains);
 	return p >= 100 ? 99 : p;
 }
 
@@ -254,7 +255,7 @@ static void render_histdisp_vol(struct engine *e, struct vol *v, struct sbuf *sb
 		snprintf(gen, sizeof(gen), "%d", ++g);
 		snprintf(ver, sizeof(ver), "%llu", (unsigned long long)h->row.version);
 		util_fmt_acm(h->row.date, date, sizeof(date));
-		pct_str(tape_pct(h), ex, sizeof(ex));
+		pct_str(tape_pct(v, h), ex, sizeof(ex));
 		if (h->row.tape_status == HS_SUCCEEDED)
 			snprintf(blocks, sizeof(blocks), "%llu", (unsigned long long)h->row.blocks);
 		else
@@ -326,7 +327,7 @@ static void render_hist_info(struct engine *e, struct vol *v, uint64_t version, 
 	dg = disk_generation_of(v, h);
 	tg = tape_generation_of(v, h);
 	dp = disk_pct(h);
-	tp = tape_pct(h);
+	tp = tape_pct(v, h);
 	sbuf_addf(sb, "version=%llu\n", (unsigned long long)version);
 	if (dg)
 		sbuf_addf(sb, "generation=%d\n", dg);
@@ -460,7 +461,7 @@ static void render_status_json(struct engine *e, struct sbuf *sb)
 			}
 			sbuf_addf(sb, ",\"tape\":");
 			if (h->row.tape_status != HS_NONE) {
-				int tp = tape_pct(h);
+				int tp = tape_pct(v, h);
 				sbuf_addf(sb, "{\"pool\":");
 				sbuf_add_json_str(sb, h->row.pool);
 				sbuf_addf(sb, ",\"status\":\"%s\",", hs_name(h->row.tape_status));
@@ -573,11 +574,11 @@ static void render_metrics(struct engine *e, struct sbuf *sb)
 		      "# TYPE acmfs_tape_copy_progress_percent gauge\n");
 	for (struct vol *v = e->vols; v; v = v->next)
 		for (struct history *h = v->hists; h; h = h->next)
-			if (tape_pct(h) >= 0)
+			if (tape_pct(v, h) >= 0)
 				sbuf_addf(sb,
 					  "acmfs_tape_copy_progress_percent{volume=\"%s\",version=\"%llu\"} "
 					  "%d\n",
-					  v->row.name, (unsigned long long)h->row.version, tape_pct(h));
+					  v->row.name, (unsigned long long)h->row.version, tape_pct(v, h));
 }
 
 static const char readme_text[] =

@@ -218,7 +218,6 @@ static int tjob_launch(struct engine *e, struct vol *v, struct history *h, struc
 		atomic_store(&ov->remaining, t->changed ? t->nr_changed : v->nr_grains);
 		ov->total = atomic_load(&ov->remaining);
 	}
-	h->tape_total = v->nr_grains;
 	atomic_store(&h->tape_done, 0);
 	h->row.tape_status = HS_EXECUTING;
 	rc = save_hist(e, h);

@@ -559,7 +559,6 @@ int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg 
 	im->size = v->row.size_bytes;
 	h->readers++;
 	v->refs++;
-	v->img_readers++;
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
 	if (rc) {
@@ -672,7 +671,6 @@ void himg_close(struct himg *im)
 		e->tier->image_close(im->ti);
 	pthread_mutex_lock(&e->lock);
 	im->h->readers--;
-	im->v->img_readers--;
 	pthread_mutex_unlock(&e->lock);
 	vol_put(im->v);
 	free(im);

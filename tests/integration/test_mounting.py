@@ -1,5 +1,6 @@
 """Mounting the way Linux users expect, and the daemon's own command line:
 mount -t fuse.acmfs through mount.fuse3, the store lock, SIGTERM, --check."""
+import errno
 import os
 import shutil
 import signal
@@ -168,3 +169,57 @@ def test_check_flags_damaged_tracking(mount_factory):
     assert "not trusted" in (m.mnt / "volumes/db/log").read_text()
     rep = m.parse_reply(m.ctl("backup -T -m DISK", vol="db"))
     assert rep["copy"] == "full"
+
+
+def test_writeback_mode_backs_up_what_was_flushed(mount_factory):
+    """-o writeback: the kernel caches writes; an fsync'ed write is in the
+    next backup, and the data file still refuses a size change."""
+    m = mount_factory(opts=["-o", "writeback"])
+    m.create_volume("db", "8M")
+    ref = os.urandom(8 * MiB)
+    fd = os.open(m.vol("db", "data"), os.O_RDWR)
+    try:
+        os.pwrite(fd, ref, 0)
+        os.fsync(fd)
+        rep = m.parse_reply(m.ctl("backup -m DISK", vol="db"))
+        with pytest.raises(OSError):
+            os.ftruncate(fd, 4 * MiB)
+    finally:
+        os.close(fd)
+    assert wait_for(lambda: m.read_info(f"volumes/db/history/{rep['version']}/info")
+                    ["disk_status"] == "succeeded")
+    assert m.vol("db", "history", rep["version"], "image").read_bytes() == ref
+
+
+def test_manifests_left_in_the_trash_are_deleted_at_mount(mount_factory):
+    """A tape history forgotten just before a crash leaves its manifest in the
+    catalog's trash: the next mount deletes it (and the row)."""
+    import sqlite3
+    m = mount_factory()
+    m.stop()
+    key = "manifests/db/00000000000000000042-deadbeefdeadbeef.mf"
+    obj = m.store / "tape" / key
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    obj.write_bytes(b"orphan")
+    with sqlite3.connect(m.store / "catalog.db") as db:
+        db.execute("INSERT INTO tape_trash(pool, key) VALUES('default', ?)", (key,))
+    m.start()
+    assert not obj.exists()
+    m.stop()
+    with sqlite3.connect(m.store / "catalog.db") as db:
+        assert db.execute("SELECT count(*) FROM tape_trash").fetchone()[0] == 0
+    m.start()
+
+
+def test_volume_delete_refused_while_an_image_is_open(mount):
+    m = mount
+    m.create_volume("db", "4M")
+    rep = m.parse_reply(m.ctl("backup -m DISK", vol="db"))
+    assert wait_for(lambda: m.read_info(f"volumes/db/history/{rep['version']}/info")
+                    ["disk_status"] == "succeeded")
+    with open(m.vol("db", "history", rep["version"], "image"), "rb") as f:
+        f.read(4096)
+        err, reply = m.ctl_err("volume delete db")
+        assert err == errno.EBUSY, reply
+    m.ctl("volume delete db")
+    assert not m.vol("db").exists()
