@@ -9,7 +9,50 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+size_t tape_iov_store(const struct iovec *iov, int iovcnt, size_t pos, const void *src, size_t n)
+{
+	const uint8_t *s = src;
+	size_t done = 0;
+	for (int i = 0; i < iovcnt && done < n; i++) {
+		if (pos >= iov[i].iov_len) {
+			pos -= iov[i].iov_len;
+			continue;
+		}
+		size_t k = iov[i].iov_len - pos;
+		if (k > n - done)
+			k = n - done;
+		memcpy((uint8_t *)iov[i].iov_base + pos, s + done, k);
+		done += k;
+		pos = 0;
+	}
+	return done;
+}
+
+ssize_t tape_getv(struct tape_backend *be, const char *key, uint64_t off, const struct iovec *iov,
+		  int iovcnt, tape_progress_cb progress, void *arg)
+{
+	if (be->ops->getv)
+		return be->ops->getv(be, key, off, iov, iovcnt, progress, arg);
+	size_t len = 0;
+	for (int i = 0; i < iovcnt; i++)
+		len += iov[i].iov_len;
+	if (!len)
+		return 0;
+	uint8_t *buf = malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	ssize_t n = be->ops->get(be, key, off, buf, len);
+	if (n > 0) {
+		tape_iov_store(iov, iovcnt, 0, buf, (size_t)n);
+		if (progress)
+			progress(arg, (size_t)n);
+	}
+	free(buf);
+	return n;
+}
 
 int tape_opt_get(const char *opts, const char *key, char *val, size_t vallen)
 {

@@ -14,6 +14,10 @@
  *    one, never a part; once put returns 0 the object is durable;
  *  - get reads [off, off+len) and returns the byte count (short only at the
  *    end of the object) or -errno; -ENOENT for a missing object;
+ *  - getv (optional) is get into an iovec that reports progress: progress
+ *    (arg, done) is called whenever the first `done` bytes are in place;
+ *    bytes once reported are never written again (a retry resumes after
+ *    them), so a caller may use them while the rest is still arriving;
  *  - transient failures are retried inside the backend; what comes back is
  *    final. Errors are negative errno; the raw cause (HTTP status, curl
  *    code) is logged once by the backend, never a credential.
@@ -24,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 struct tape_backend;
 
@@ -34,12 +39,15 @@ struct tape_obj_info {
 };
 
 typedef int (*tape_list_cb)(void *arg, const struct tape_obj_info *oi);
+typedef void (*tape_progress_cb)(void *arg, size_t done);
 
 struct tape_backend_ops {
 	const char *name;
 	int (*put)(struct tape_backend *be, const char *key, const void *buf, size_t len);
 	ssize_t (*get)(struct tape_backend *be, const char *key, uint64_t off, void *buf,
 		       size_t len);
+	ssize_t (*getv)(struct tape_backend *be, const char *key, uint64_t off,
+			const struct iovec *iov, int iovcnt, tape_progress_cb progress, void *arg);
 	int (*head)(struct tape_backend *be, const char *key, struct tape_obj_info *oi);
 	/* every object whose key starts with prefix; cb != 0 stops and is returned */
 	int (*list)(struct tape_backend *be, const char *prefix, tape_list_cb cb, void *arg);
@@ -74,6 +82,13 @@ void tape_mem_stats_get(struct tape_backend *be, struct tape_mem_stats *st);
 int tape_mem_corrupt(struct tape_backend *be, const char *key, uint64_t off);
 /* Set the mtime of every object to t (grace-period tests). */
 void tape_mem_set_mtime_all(struct tape_backend *be, int64_t t);
+
+/* getv through the method table, or get into a bounce buffer (one progress
+ * call at the end) for a backend without it. */
+ssize_t tape_getv(struct tape_backend *be, const char *key, uint64_t off, const struct iovec *iov,
+		  int iovcnt, tape_progress_cb progress, void *arg);
+/* Copies src into the iovec starting `pos` bytes in; returns bytes copied. */
+size_t tape_iov_store(const struct iovec *iov, int iovcnt, size_t pos, const void *src, size_t n);
 
 /* Option parsing shared by backends: finds key in "a=b c=d" and copies its
  * value; returns 1 if found, 0 if not, -ENAMETOOLONG if it does not fit. */

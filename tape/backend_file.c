@@ -162,6 +162,52 @@ static ssize_t file_get(struct tape_backend *be, const char *key, uint64_t off, 
 	return ret ? ret : (ssize_t)got;
 }
 
+/* Reads segment by segment (io_pread keeps the fault shim in the path) and
+ * reports progress about every MiB. */
+static ssize_t file_getv(struct tape_backend *be, const char *key, uint64_t off,
+			 const struct iovec *iov, int iovcnt, tape_progress_cb progress, void *arg)
+{
+	char path[PATH_MAX];
+	int rc = make_path(fb(be), key, path);
+	if (rc)
+		return rc;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	size_t got = 0, told = 0;
+	ssize_t ret = 0;
+	for (int i = 0; i < iovcnt && !ret; i++) {
+		size_t seg = 0;
+		while (seg < iov[i].iov_len) {
+			ssize_t n = io_pread(IO_TAPE, fd, (uint8_t *)iov[i].iov_base + seg,
+					     iov[i].iov_len - seg, (off_t)(off + got));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				ret = -errno;
+				tape_log(TAPE_LOG_ERR, "file pool: read %s: %s", path,
+					 strerror(errno));
+				break;
+			}
+			if (n == 0)
+				goto out_eof;
+			seg += (size_t)n;
+			got += (size_t)n;
+		}
+		if (progress && got - told >= (1u << 20)) {
+			progress(arg, got);
+			told = got;
+		}
+	}
+out_eof:
+	close(fd);
+	if (ret)
+		return ret;
+	if (progress && got > told)
+		progress(arg, got);
+	return (ssize_t)got;
+}
+
 static int file_head(struct tape_backend *be, const char *key, struct tape_obj_info *oi)
 {
 	char path[PATH_MAX];
@@ -251,6 +297,7 @@ static const struct tape_backend_ops file_ops = {
 	.name = "file",
 	.put = file_put,
 	.get = file_get,
+	.getv = file_getv,
 	.head = file_head,
 	.list = file_list,
 	.del = file_del,

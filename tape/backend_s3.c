@@ -131,7 +131,12 @@ struct s3_req {
 	size_t len;
 	/* response */
 	uint8_t *out;		/* fixed destination (GET) or NULL */
+	const struct iovec *iov; /* or a scattered one (getv) */
+	int iovcnt;
 	size_t out_cap;
+	tape_progress_cb progress; /* getv: bytes [0, got) are in place */
+	void *parg;
+	size_t base;		/* got when this attempt started (a retry resumes) */
 	uint8_t *dyn;		/* growing body (list, errors) */
 	size_t dyn_len, dyn_cap, dyn_max;
 	size_t got;
@@ -151,7 +156,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *arg)
 	const char *p = ptr;
 	if (!r->status)
 		curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &r->status);
-	if (r->out && r->status >= 200 && r->status < 300) {
+	if ((r->out || r->iov) && r->status >= 200 && r->status < 300) {
 		if (r->ranged && r->status == 200 && r->skip) { /* Range ignored */
 			size_t s = r->skip < take ? (size_t)r->skip : take;
 			r->skip -= s;
@@ -161,8 +166,13 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *arg)
 		size_t room = r->out_cap - r->got;
 		if (take > room)
 			take = room; /* more than asked: drop the rest */
-		memcpy(r->out + r->got, p, take);
+		if (r->iov)
+			tape_iov_store(r->iov, r->iovcnt, r->got, p, take);
+		else
+			memcpy(r->out + r->got, p, take);
 		r->got += take;
+		if (take && r->progress)
+			r->progress(r->parg, r->got);
 		return n;
 	}
 	/* error bodies and listings */
@@ -275,11 +285,13 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 	}
 	r->h = h;
 	r->status = 0;
-	r->got = 0;
+	if (!r->ranged)
+		r->got = 0;
+	r->base = r->got; /* a ranged GET resumes after what earlier attempts stored */
 	r->dyn_len = 0;
 	r->have_cl = 0;
 	r->put_pos = 0;
-	r->skip = r->ranged ? r->off : 0;
+	r->skip = r->ranged ? r->off + r->got : 0;
 
 	rc = build_path(b, r->key, path, sizeof(path));
 	if (rc) {
@@ -339,7 +351,8 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 	}
 	if (r->ranged) {
 		snprintf(h_range, sizeof(h_range), "Range: bytes=%llu-%llu",
-			 (unsigned long long)r->off, (unsigned long long)(r->off + r->len - 1));
+			 (unsigned long long)(r->off + r->got),
+			 (unsigned long long)(r->off + r->len - 1));
 		hdrs = curl_slist_append(hdrs, h_range);
 	}
 	OPENSSL_cleanse(h_auth, sizeof(h_auth));
@@ -359,6 +372,8 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
+	if (r->ranged) /* fewer, larger callbacks for bulk reads */
+		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -413,11 +428,11 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 	}
 	long st = r->status;
 	if (st >= 200 && st < 300) {
-		if (r->out && strcmp(r->method, "GET") == 0) {
-			/* truncated body: retry */
+		if ((r->out || r->iov) && strcmp(r->method, "GET") == 0) {
+			/* truncated body: retry (from where it stopped) */
 			size_t want = r->len;
-			if (r->have_cl && st == 206 && r->content_length < want)
-				want = (size_t)r->content_length; /* object ends earlier */
+			if (r->have_cl && st == 206 && r->base + r->content_length < want)
+				want = r->base + (size_t)r->content_length; /* object ends earlier */
 			if (r->have_cl && st == 200) {
 				uint64_t avail = r->content_length > r->off ? r->content_length - r->off
 									    : 0;
@@ -451,8 +466,8 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 	snprintf(why, whylen, "%s %s: HTTP %ld %s", r->method, r->key ? r->key : "(bucket)", st, code);
 	if (st == 404) {
 		*err = -ENOENT;
-	} else if (st == 416) {
-		r->got = 0;
+	} else if (st == 416) { /* nothing (more) at that offset */
+		r->got = r->base;
 		ret = TRY_OK;
 	} else if (st == 403) {
 		*err = -EACCES;
@@ -534,6 +549,30 @@ static ssize_t s3_get(struct tape_backend *be, const char *key, uint64_t off, vo
 			   .len = len,
 			   .out = buf,
 			   .out_cap = len};
+	int rc = s3_do(s3(be), &r);
+	free(r.dyn);
+	return rc ? rc : (ssize_t)r.got;
+}
+
+static ssize_t s3_getv(struct tape_backend *be, const char *key, uint64_t off,
+		       const struct iovec *iov, int iovcnt, tape_progress_cb progress, void *arg)
+{
+	size_t len = 0;
+	for (int i = 0; i < iovcnt; i++)
+		len += iov[i].iov_len;
+	if (!len)
+		return 0;
+	struct s3_req r = {.method = "GET",
+			   .key = key,
+			   .query = "",
+			   .ranged = 1,
+			   .off = off,
+			   .len = len,
+			   .iov = iov,
+			   .iovcnt = iovcnt,
+			   .out_cap = len,
+			   .progress = progress,
+			   .parg = arg};
 	int rc = s3_do(s3(be), &r);
 	free(r.dyn);
 	return rc ? rc : (ssize_t)r.got;
@@ -685,6 +724,7 @@ static const struct tape_backend_ops s3_ops = {
 	.name = "s3",
 	.put = s3_put,
 	.get = s3_get,
+	.getv = s3_getv,
 	.head = s3_head,
 	.list = s3_list,
 	.del = s3_del,
