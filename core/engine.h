@@ -108,6 +108,12 @@ ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off);
 /* If [off, off+len) can be served straight from one file, give its fd and
  * offset and return 1 (the adapter may splice); 0 otherwise. */
 int himg_direct(struct himg *im, uint64_t off, size_t len, int *fd, uint64_t *fd_off);
+/* A tape image without a copy: reply(arg, iov, cnt) gets segments of the
+ * verified-block cache covering the (clipped) range, valid during the call;
+ * returns reply's result, -errno on a read error (reply not called), or
+ * -EOPNOTSUPP when the image cannot be served this way (use himg_read). */
+int himg_read_iov(struct himg *im, size_t len, uint64_t off,
+		  int (*reply)(void *arg, const struct iovec *iov, int iovcnt), void *arg);
 int64_t himg_seek(struct himg *im, uint64_t off, int whence);
 uint64_t himg_size(const struct himg *im);
 void himg_close(struct himg *im);

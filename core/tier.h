@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 struct tier_pool;
 struct tier_image;
@@ -90,6 +91,14 @@ struct tier_ops {
 	 * hash: a mismatch gives -EIO, never wrong bytes. */
 	int (*image_open)(struct tier_pool *p, const char *manifest, struct tier_image **out);
 	ssize_t (*image_read)(struct tier_image *im, void *buf, size_t len, uint64_t off);
+	/* The same without a copy: calls reply(arg, iov, iovcnt) once with
+	 * segments covering [off, off+len) (clipped at the end of the image; none
+	 * past it) that stay valid during the call, and returns what reply
+	 * returns; -errno without calling reply when the bytes cannot be had.
+	 * May be NULL (the engine then copies through image_read). */
+	int (*image_read_iov)(struct tier_image *im, size_t len, uint64_t off,
+			      int (*reply)(void *arg, const struct iovec *iov, int iovcnt),
+			      void *arg);
 	/* whence = SEEK_DATA or SEEK_HOLE; returns offset or -ENXIO */
 	int64_t (*image_seek)(struct tier_image *im, uint64_t off, int whence);
 	/* SHA-256 of grain g's block; returns 1 if the grain is all zero (no block), 0 else */

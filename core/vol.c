@@ -625,6 +625,23 @@ ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 	return (ssize_t)len;
 }
 
+int himg_read_iov(struct himg *im, size_t len, uint64_t off,
+		  int (*reply)(void *arg, const struct iovec *iov, int iovcnt), void *arg)
+{
+	struct vol *v = im->v;
+
+	if (im->kind != HIMG_TAPE || !v->e->tier->image_read_iov)
+		return -EOPNOTSUPP;
+	int rc = v->e->tier->image_read_iov(im->ti, len, off, reply, arg);
+	if (rc < 0 && rc != -EOPNOTSUPP) {
+		atomic_fetch_add(&v->e->m.io_errors, 1);
+		vol_log(v, "error: reading tape image of version %llu at %llu: %s",
+			(unsigned long long)im->h->row.version, (unsigned long long)off,
+			strerror(-rc));
+	}
+	return rc;
+}
+
 int himg_direct(struct himg *im, uint64_t off, size_t len, int *fd, uint64_t *fd_off)
 {
 	int ok = 0;

@@ -760,6 +760,14 @@ static void reply_fd(fuse_req_t req, int fd, uint64_t off, size_t size)
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
+/* himg_read_iov's reply: the request is answered (and freed) here, so a
+ * failing fuse_reply_iov must not be answered again: always 0. */
+static int reply_iov(void *arg, const struct iovec *iov, int cnt)
+{
+	fuse_reply_iov(arg, iov, cnt);
+	return 0;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -791,6 +799,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			size = (size_t)(is - uoff);
 		if (himg_direct(fh->im, uoff, size, &fd, &fo)) {
 			reply_fd(req, fd, fo, size);
+			return;
+		}
+		int rc = himg_read_iov(fh->im, size, uoff, reply_iov, req);
+		if (rc != -EOPNOTSUPP) {
+			if (rc < 0)
+				fuse_reply_err(req, -rc);
 			return;
 		}
 		char *buf = get_iobuf(size);

@@ -4,9 +4,12 @@
  * offset → grain by division, grain → block by the manifest's reference
  * array (no scans). Blocks are fetched by worker threads as runs: blocks of
  * one pack that sit back to back become one ranged GET (at most RUN_BYTES).
- * Every fetched block is hashed and compared with its pack-index hash (and
- * the manifest's 8-byte prefix) before it enters the cache; a mismatch marks
- * the entry FAILED and the read returns -EIO — never the bytes.
+ * A run streams straight into its cache entries (tape_getv scatters the body
+ * over them); each block is hashed as soon as its last byte arrives and is
+ * READY from then on, so a reader waits for its block, not for the run.
+ * Every block is compared with its pack-index hash (and the manifest's
+ * 8-byte prefix) before it is READY; a mismatch marks the entry FAILED and
+ * the read returns -EIO — never the bytes.
  *
  * Cache: bounded LRU of verified blocks keyed by (pack, offset); entries are
  * LOADING (a worker fills it), READY or FAILED. Readers pin what they copy,
@@ -16,6 +19,9 @@
  *
  * Read-ahead: a read that starts where the previous one ended schedules the
  * next readahead_bytes as background runs (queued behind demand runs).
+ *
+ * Readers either copy out (tape_image_read) or borrow the pinned entries
+ * (tape_image_read_iov: the FUSE reply is written from the cache itself).
  *
  * Locking: im->lock protects the cache, the job queue and read-ahead state;
  * im->idx_lock protects the per-pack index table and is held across the
@@ -35,8 +41,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RUN_BYTES   (8u << 20) /* one ranged GET at most: large, since S3 costs per request */
-#define MAX_RUN     256	    /* blocks in one GET (struct job's arrays) */
+#define RUN_BYTES   (16u << 20) /* one ranged GET at most: large, since S3 costs per request */
+#define MAX_RUN     1024	     /* blocks in one GET (struct job's arrays) */
 #define CHUNK_BYTES (8u << 20)
 #define MAX_WORKERS 16
 
@@ -46,6 +52,7 @@ struct cache_ent {
 	uint64_t key;		   /* pack << 40 | off */
 	int state;
 	uint32_t refs;		   /* readers copying from it */
+	uint32_t waiting;	   /* readers waiting for it to leave LOADING */
 	struct cache_ent *hnext;   /* hash chain */
 	struct cache_ent *prev, *next; /* LRU, most recent first */
 	uint8_t *data;
@@ -55,8 +62,8 @@ struct job {
 	struct job *next;
 	uint32_t pack; /* manifest pack index */
 	uint32_t nr;
-	uint64_t off[MAX_RUN];
-	struct cache_ent *ent[MAX_RUN];
+	uint64_t off0; /* pack offset of ent[0]; the others follow back to back */
+	struct cache_ent *ent[];
 };
 
 struct pack_idx {
@@ -79,13 +86,17 @@ struct tier_image {
 	struct pack_idx *pidx; /* per manifest pack; protected by idx_lock */
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;	 /* entries changed state / jobs queued */
+	pthread_cond_t cond;	 /* entries left LOADING */
+	pthread_cond_t qcond;	 /* jobs queued / stop */
 	struct cache_ent **htab; /* protected by lock */
 	uint32_t hcap;
 	struct cache_ent *lru_head, *lru_tail;
+	struct cache_ent *spare;  /* dropped entries kept for reuse (next = link) */
+	uint64_t nr_spare;
 	uint64_t nr_ents, cap_ents;
 	struct job *q_head, *q_tail;
 	int stop;
+	uint8_t *zero;	     /* one grain of zeros (holes in iov replies) */
 	uint64_t seq_next;   /* offset a sequential reader reads next */
 	uint64_t ra_next;    /* first grain not yet scheduled for read-ahead */
 	pthread_t workers[MAX_WORKERS];
@@ -222,13 +233,23 @@ static void hash_unlink(struct tier_image *im, struct cache_ent *e)
 	*pp = e->hnext;
 }
 
+/* Dropped entries are kept (up to the cache's size) rather than freed: a
+ * streaming read allocates and drops one per grain, and memory handed back to
+ * the system would be faulted in again on the next one. Spares and live
+ * entries together stay within the cache size. */
 static void cache_drop_locked(struct tier_image *im, struct cache_ent *e)
 {
 	hash_unlink(im, e);
 	lru_unlink(im, e);
+	im->nr_ents--;
+	if (!im->stop && im->nr_ents + im->nr_spare < im->cap_ents) {
+		e->next = im->spare;
+		im->spare = e;
+		im->nr_spare++;
+		return;
+	}
 	free(e->data);
 	free(e);
-	im->nr_ents--;
 }
 
 /* A new LOADING entry for key; reuses the least recently used idle entry
@@ -249,7 +270,12 @@ static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key,
 			return NULL;
 		}
 	}
-	if (!e) {
+	if (!e && im->spare) {
+		e = im->spare;
+		im->spare = e->next;
+		im->nr_spare--;
+		im->nr_ents++;
+	} else if (!e) {
 		e = calloc(1, sizeof(*e));
 		if (!e)
 			return NULL;
@@ -263,6 +289,7 @@ static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key,
 	e->key = key;
 	e->state = ENT_LOADING;
 	e->refs = 0;
+	e->waiting = 0;
 	uint32_t h = hslot(im, key);
 	e->hnext = im->htab[h];
 	im->htab[h] = e;
@@ -274,19 +301,17 @@ static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key,
 static int queue_runs_locked(struct tier_image *im, struct cache_ent **miss, uint32_t n, int front)
 {
 	struct job *first = NULL, *last = NULL;
+	const uint64_t off_mask = (1ull << 40) - 1;
 	for (uint32_t i = 0; i < n;) {
-		struct job *j = calloc(1, sizeof(*j));
+		struct job *j = calloc(1, sizeof(*j) + im->run_max * sizeof(j->ent[0]));
 		if (!j)
 			goto out_nomem;
 		j->pack = (uint32_t)(miss[i]->key >> 40);
+		j->off0 = miss[i]->key & off_mask;
 		do {
-			j->ent[j->nr] = miss[i];
-			j->off[j->nr] = miss[i]->key & ((1ull << 40) - 1);
-			j->nr++;
-			i++;
+			j->ent[j->nr++] = miss[i++];
 		} while (i < n && j->nr < im->run_max && (miss[i]->key >> 40) == j->pack &&
-			 (miss[i]->key & ((1ull << 40) - 1)) ==
-				 j->off[j->nr - 1] + im->m.grain_bytes);
+			 (miss[i]->key & off_mask) == j->off0 + (uint64_t)j->nr * im->m.grain_bytes);
 		if (last)
 			last->next = j;
 		else
@@ -307,7 +332,7 @@ static int queue_runs_locked(struct tier_image *im, struct cache_ent **miss, uin
 			im->q_head = first;
 		im->q_tail = last;
 	}
-	pthread_cond_broadcast(&im->cond);
+	pthread_cond_broadcast(&im->qcond);
 	return 0;
 out_nomem:
 	while (first) {
@@ -326,52 +351,97 @@ static int cmp_ent(const void *a, const void *b)
 
 /* ---- workers ---- */
 
-static void run_job(struct tier_image *im, struct job *j, uint8_t *buf)
+/* A run in flight: blocks [0, done) are verified and out of LOADING. */
+struct run {
+	struct tier_image *im;
+	struct job *j;
+	struct pack_idx *pi;
+	uint32_t done;
+};
+
+/* Moves blocks [r->done, upto) out of LOADING: READY if the bytes match the
+ * pack index, FAILED otherwise. Hashing happens outside im->lock. */
+static void run_settle(struct run *r, uint32_t upto, bool fetched)
 {
-	struct pack_idx *pi = NULL;
-	int rc = image_pack_index(im, j->pack, &pi);
-	if (!rc)
-		rc = fetch_run(im, j->pack, j->off[0], j->off[j->nr - 1], buf);
-	int ok[MAX_RUN];
-	for (uint32_t i = 0; i < j->nr; i++) {
-		ok[i] = 0;
-		if (rc)
-			continue;
-		const uint8_t *data = buf + (j->off[i] - j->off[0]);
-		/* the prefix is in the cache entry's key-owner ref; compare with index */
-		long k = tape_pack_entry_find(pi->e, pi->nr, j->off[i]);
-		uint8_t h[32];
-		if (k >= 0 && pi->e[k].len == im->m.grain_bytes &&
-		    !tape_sha256(data, im->m.grain_bytes, h) && !memcmp(h, pi->e[k].hash, 32)) {
-			memcpy(j->ent[i]->data, data, im->m.grain_bytes);
-			ok[i] = 1;
-		} else {
-			char hex[33];
-			tape_hex(im->m.packs[j->pack], 16, hex);
-			tape_log(TAPE_LOG_ERR,
-				 "image %s: block at %llu of pack %s fails its hash check",
-				 im->key, (unsigned long long)j->off[i], hex);
+	struct tier_image *im = r->im;
+	struct job *j = r->j;
+	uint32_t grain = im->m.grain_bytes;
+	bool ok[64];
+
+	while (r->done < upto) {
+		uint32_t n = upto - r->done < 64 ? upto - r->done : 64;
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t b = r->done + i;
+			uint64_t off = j->off0 + (uint64_t)b * grain;
+			long k = fetched ? tape_pack_entry_find(r->pi->e, r->pi->nr, off) : -1;
+			uint8_t h[32];
+			ok[i] = k >= 0 && r->pi->e[k].len == grain &&
+				!tape_sha256(j->ent[b]->data, grain, h) &&
+				!memcmp(h, r->pi->e[k].hash, 32);
+			if (!ok[i] && fetched) {
+				char hex[33];
+				tape_hex(im->m.packs[j->pack], 16, hex);
+				tape_log(TAPE_LOG_ERR,
+					 "image %s: block at %llu of pack %s fails its hash check",
+					 im->key, (unsigned long long)off, hex);
+			}
 		}
+		bool wake = false;
+		pthread_mutex_lock(&im->lock);
+		for (uint32_t i = 0; i < n; i++) {
+			struct cache_ent *e = j->ent[r->done + i];
+			e->state = ok[i] ? ENT_READY : ENT_FAILED;
+			wake |= e->waiting > 0;
+			if (!ok[i] && !e->refs)
+				cache_drop_locked(im, e);
+		}
+		if (wake) /* only readers of these blocks; not every arrival */
+			pthread_cond_broadcast(&im->cond);
+		pthread_mutex_unlock(&im->lock);
+		r->done += n;
 	}
-	pthread_mutex_lock(&im->lock);
-	for (uint32_t i = 0; i < j->nr; i++) {
-		struct cache_ent *e = j->ent[i];
-		e->state = ok[i] ? ENT_READY : ENT_FAILED;
-		if (!ok[i] && !e->refs)
-			cache_drop_locked(im, e);
+}
+
+static void run_progress(void *arg, size_t got)
+{
+	struct run *r = arg;
+	uint32_t full = (uint32_t)(got / r->im->m.grain_bytes);
+
+	if (full > r->j->nr)
+		full = r->j->nr;
+	if (full > r->done)
+		run_settle(r, full, true);
+}
+
+static void run_job(struct tier_image *im, struct job *j, struct iovec *iov)
+{
+	struct run r = {.im = im, .j = j};
+	int rc = image_pack_index(im, j->pack, &r.pi);
+
+	if (!rc) {
+		char key[64];
+		size_t want = (size_t)j->nr * im->m.grain_bytes;
+		for (uint32_t i = 0; i < j->nr; i++)
+			iov[i] = (struct iovec){j->ent[i]->data, im->m.grain_bytes};
+		tape_pack_key(im->m.packs[j->pack], key, sizeof(key));
+		ssize_t n = tape_getv(im->p->be, key, j->off0, iov, (int)j->nr, run_progress, &r);
+		if (n < 0)
+			tape_log(TAPE_LOG_ERR, "image %s: reading %s: %s", im->key, key,
+				 strerror((int)-n));
+		else if ((size_t)n != want)
+			tape_log(TAPE_LOG_ERR, "image %s: %s is truncated", im->key, key);
 	}
-	pthread_cond_broadcast(&im->cond);
-	pthread_mutex_unlock(&im->lock);
+	run_settle(&r, j->nr, false); /* whatever did not arrive */
 }
 
 static void *image_worker(void *arg)
 {
 	struct tier_image *im = arg;
-	uint8_t *buf = malloc((size_t)im->run_max * im->m.grain_bytes);
+	struct iovec *buf = malloc(im->run_max * sizeof(*buf));
 	pthread_mutex_lock(&im->lock);
 	for (;;) {
 		while (!im->stop && !im->q_head)
-			pthread_cond_wait(&im->cond, &im->lock);
+			pthread_cond_wait(&im->qcond, &im->lock);
 		if (im->stop && !im->q_head)
 			break;
 		struct job *j = im->q_head;
@@ -404,12 +474,18 @@ void tape_image_close(struct tier_image *im)
 		return;
 	pthread_mutex_lock(&im->lock);
 	im->stop = 1;
-	pthread_cond_broadcast(&im->cond);
+	pthread_cond_broadcast(&im->qcond);
 	pthread_mutex_unlock(&im->lock);
 	for (unsigned i = 0; i < im->nr_workers; i++)
 		pthread_join(im->workers[i], NULL);
 	while (im->lru_head)
 		cache_drop_locked(im, im->lru_head);
+	while (im->spare) {
+		struct cache_ent *e = im->spare;
+		im->spare = e->next;
+		free(e->data);
+		free(e);
+	}
 	if (im->pack_nos)
 		pool_unpin(im->p, im->pack_nos, im->m.nr_packs);
 	for (uint32_t i = 0; im->pidx && i < im->m.nr_packs; i++)
@@ -417,10 +493,12 @@ void tape_image_close(struct tier_image *im)
 	free(im->pidx);
 	free(im->pack_nos);
 	free(im->htab);
+	free(im->zero);
 	tape_manifest_release(&im->m);
 	pthread_mutex_destroy(&im->lock);
 	pthread_mutex_destroy(&im->idx_lock);
 	pthread_cond_destroy(&im->cond);
+	pthread_cond_destroy(&im->qcond);
 	free(im);
 }
 
@@ -435,6 +513,7 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 	pthread_mutex_init(&im->lock, NULL);
 	pthread_mutex_init(&im->idx_lock, NULL);
 	pthread_cond_init(&im->cond, NULL);
+	pthread_cond_init(&im->qcond, NULL);
 	for (int attempt = 0;; attempt++) {
 		rc = pool_manifest_load(p, manifest, &im->m, NULL);
 		if (rc)
@@ -476,7 +555,8 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 	while (im->hcap < im->cap_ents * 2 && im->hcap < (1u << 24))
 		im->hcap *= 2;
 	im->htab = calloc(im->hcap, sizeof(*im->htab));
-	if (!im->pidx || !im->htab) {
+	im->zero = calloc(1, grain);
+	if (!im->pidx || !im->htab || !im->zero) {
 		rc = -ENOMEM;
 		goto out_close;
 	}
@@ -528,8 +608,25 @@ static void schedule_readahead_locked(struct tier_image *im, uint64_t from, stru
 	}
 }
 
-static ssize_t read_chunk(struct tier_image *im, uint8_t *buf, uint64_t g0, uint64_t g1,
-			  uint64_t off, size_t len, struct cache_ent **gent, struct cache_ent **miss)
+/* Unpins what chunk_pin pinned (im->lock held). */
+static void chunk_unpin_locked(struct tier_image *im, struct cache_ent **gent, uint64_t nr)
+{
+	for (uint64_t i = 0; i < nr; i++) {
+		struct cache_ent *e = gent[i];
+		if (!e || --e->refs)
+			continue;
+		if (e->state == ENT_FAILED)
+			cache_drop_locked(im, e);
+		else if (im->nr_ents > im->cap_ents && e->state == ENT_READY)
+			cache_drop_locked(im, e);
+	}
+}
+
+/* Pins the blocks of grains [g0, g1] (gent[i] = entry of g0+i, NULL for a
+ * hole), fetches what is missing, tops up read-ahead and waits until every
+ * pinned entry left LOADING. On error nothing stays pinned. */
+static int chunk_pin(struct tier_image *im, uint64_t g0, uint64_t g1, uint64_t off, size_t len,
+		     struct cache_ent **gent, struct cache_ent **miss)
 {
 	uint32_t grain = im->m.grain_bytes;
 	uint64_t nr = g1 - g0 + 1;
@@ -555,7 +652,7 @@ static ssize_t read_chunk(struct tier_image *im, uint8_t *buf, uint64_t g0, uint
 			lru_unlink(im, e);
 			lru_push(im, e);
 		}
-		e->refs++; /* once per grain; undone per grain below */
+		e->refs++; /* once per grain; undone per grain */
 		gent[g - g0] = e;
 	}
 	if (nr_miss) {
@@ -586,43 +683,98 @@ static ssize_t read_chunk(struct tier_image *im, uint8_t *buf, uint64_t g0, uint
 	for (uint64_t i = 0; i < nr; i++) {
 		if (!gent[i])
 			continue;
-		while (gent[i]->state == ENT_LOADING)
+		while (gent[i]->state == ENT_LOADING) {
+			gent[i]->waiting++;
 			pthread_cond_wait(&im->cond, &im->lock);
+			gent[i]->waiting--;
+		}
 		if (gent[i]->state == ENT_FAILED)
 			rc = -EIO;
 	}
+out_unpin:
+	if (rc)
+		chunk_unpin_locked(im, gent, nr);
 	pthread_mutex_unlock(&im->lock);
+	return rc;
+}
 
-	if (!rc) {
-		/* pinned entries are stable: copy without the lock */
-		uint64_t pos = off;
-		uint8_t *dst = buf;
-		for (uint64_t g = g0; g <= g1; g++) {
-			uint64_t in = pos - g * grain;
-			size_t n = grain - in;
-			if (n > off + len - pos)
-				n = (size_t)(off + len - pos);
-			if (gent[g - g0])
-				memcpy(dst, gent[g - g0]->data + in, n);
-			else
-				memset(dst, 0, n);
-			dst += n;
-			pos += n;
-		}
+static ssize_t read_chunk(struct tier_image *im, uint8_t *buf, uint64_t g0, uint64_t g1,
+			  uint64_t off, size_t len, struct cache_ent **gent, struct cache_ent **miss)
+{
+	uint32_t grain = im->m.grain_bytes;
+	int rc = chunk_pin(im, g0, g1, off, len, gent, miss);
+
+	if (rc)
+		return rc;
+	/* pinned entries are stable: copy without the lock */
+	uint64_t pos = off;
+	uint8_t *dst = buf;
+	for (uint64_t g = g0; g <= g1; g++) {
+		uint64_t in = pos - g * grain;
+		size_t n = grain - in;
+		if (n > off + len - pos)
+			n = (size_t)(off + len - pos);
+		if (gent[g - g0])
+			memcpy(dst, gent[g - g0]->data + in, n);
+		else
+			memset(dst, 0, n);
+		dst += n;
+		pos += n;
 	}
 	pthread_mutex_lock(&im->lock);
-out_unpin:
-	for (uint64_t i = 0; i < nr; i++) {
-		struct cache_ent *e = gent[i];
-		if (!e || --e->refs)
-			continue;
-		if (e->state == ENT_FAILED)
-			cache_drop_locked(im, e);
-		else if (im->nr_ents > im->cap_ents && e->state == ENT_READY)
-			cache_drop_locked(im, e);
-	}
+	chunk_unpin_locked(im, gent, g1 - g0 + 1);
 	pthread_mutex_unlock(&im->lock);
-	return rc ? rc : (ssize_t)len;
+	return (ssize_t)len;
+}
+
+int tape_image_read_iov(struct tier_image *im, size_t len, uint64_t off,
+			int (*reply)(void *arg, const struct iovec *iov, int iovcnt), void *arg)
+{
+	uint64_t size = im->m.size_bytes;
+	uint32_t grain = im->m.grain_bytes;
+
+	if (off >= size || !len)
+		return reply(arg, NULL, 0);
+	if (len > size - off)
+		len = (size_t)(size - off);
+	uint64_t g0 = off / grain, g1 = (off + len - 1) / grain, nr = g1 - g0 + 1;
+	if (nr > im->chunk_grains) { /* larger than a FUSE read: copy out */
+		uint8_t *buf = malloc(len);
+		if (!buf)
+			return -ENOMEM;
+		ssize_t n = tape_image_read(im, buf, len, off);
+		int rc = n < 0 ? (int)n : reply(arg, &(struct iovec){buf, (size_t)n}, 1);
+		free(buf);
+		return rc;
+	}
+	struct cache_ent **gent = malloc(nr * sizeof(*gent)),
+			 **miss = malloc(((size_t)im->miss_cap + 1) * sizeof(*miss));
+	struct iovec *iov = malloc(nr * sizeof(*iov));
+	int rc = -ENOMEM;
+	if (!gent || !miss || !iov)
+		goto out_free;
+	rc = chunk_pin(im, g0, g1, off, len, gent, miss);
+	if (rc)
+		goto out_free;
+	uint64_t pos = off;
+	for (uint64_t i = 0; i < nr; i++) {
+		uint64_t in = pos - (g0 + i) * grain;
+		size_t n = grain - in;
+		if (n > off + len - pos)
+			n = (size_t)(off + len - pos);
+		iov[i].iov_base = (gent[i] ? gent[i]->data : im->zero) + in;
+		iov[i].iov_len = n;
+		pos += n;
+	}
+	rc = reply(arg, iov, (int)nr);
+	pthread_mutex_lock(&im->lock);
+	chunk_unpin_locked(im, gent, nr);
+	pthread_mutex_unlock(&im->lock);
+out_free:
+	free(gent);
+	free(miss);
+	free(iov);
+	return rc;
 }
 
 ssize_t tape_image_read(struct tier_image *im, void *buf, size_t len, uint64_t off)

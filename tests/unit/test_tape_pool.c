@@ -133,6 +133,25 @@ static int upload(struct ctx *c, struct vol *v, const char *volume, uint64_t ver
 	return rc;
 }
 
+/* image_read_iov's reply: gathers the segments into a buffer */
+struct gather {
+	uint8_t *buf;
+	size_t len;
+	int calls;
+};
+
+static int gather_cb(void *arg, const struct iovec *iov, int cnt)
+{
+	struct gather *g = arg;
+	g->len = 0;
+	g->calls++;
+	for (int i = 0; i < cnt; i++) {
+		memcpy(g->buf + g->len, iov[i].iov_base, iov[i].iov_len);
+		g->len += iov[i].iov_len;
+	}
+	return 7; /* handed back to the caller */
+}
+
 /* reads the whole image in uneven pieces and compares */
 static void check_image(struct ctx *c, const char *manifest, const struct vol *v)
 {
@@ -149,6 +168,20 @@ static void check_image(struct ctx *c, const char *manifest, const struct vol *v
 	}
 	assert_int_equal(T->image_read(im, buf, 10, v->size), 0);
 	assert_memory_equal(buf, v->data, v->size);
+	/* the same without a copy, in FUSE-sized pieces (holes come as zeros) */
+	struct gather gt = {.buf = malloc(1u << 20)};
+	for (off = 0; off < v->size; off += gt.len) {
+		size_t l = (size_t)(rnd() % (1u << 20)) + 1;
+		gt.calls = 0;
+		assert_int_equal(T->image_read_iov(im, l, off, gather_cb, &gt), 7);
+		assert_int_equal(gt.calls, 1);
+		assert_true(gt.len > 0 && gt.len <= l);
+		assert_true(gt.len == l || off + gt.len == v->size);
+		assert_memory_equal(gt.buf, v->data + off, gt.len);
+	}
+	assert_int_equal(T->image_read_iov(im, 10, v->size, gather_cb, &gt), 7);
+	assert_int_equal(gt.len, 0);
+	free(gt.buf);
 	/* random-access reads too */
 	for (int i = 0; i < 50; i++) {
 		uint64_t o = rnd() % v->size;
@@ -436,6 +469,23 @@ static void test_corrupt_block_eio(void **state)
 		}
 	}
 	assert_int_equal(eio, ks.n);
+	/* the zero-copy path refuses the same blocks without calling back */
+	struct gather gt = {.buf = malloc(GRAIN)};
+	eio = 0;
+	for (uint64_t g = 0; g < 32; g++) {
+		gt.calls = 0;
+		int rc = T->image_read_iov(im, GRAIN, g * GRAIN, gather_cb, &gt);
+		if (rc < 0) {
+			assert_int_equal(rc, -EIO);
+			assert_int_equal(gt.calls, 0);
+			eio++;
+		} else {
+			assert_int_equal(gt.len, GRAIN);
+			assert_memory_equal(gt.buf, v.data + g * GRAIN, GRAIN);
+		}
+	}
+	assert_int_equal(eio, ks.n);
+	free(gt.buf);
 	/* the failure is not cached as data: still EIO on a second try */
 	ssize_t n = T->image_read(im, buf, v.size, 0);
 	assert_true(n == -EIO || (n >= 0 && (size_t)n < v.size));
