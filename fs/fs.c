@@ -303,10 +303,77 @@ static double attr_timeout(enum kind k)
 	return k == K_DATA ? 60.0 : k == K_IMAGE || k == K_DISKIMG || k == K_TAPEIMG ? 5.0 : 0.0;
 }
 
+/* The device number ("maj:min") of the mount on fs->mountpoint, from
+ * /proc/self/mountinfo (no request to ourselves); the last match wins, as
+ * with stacked mounts. */
+static int mount_devno(const struct fs *fs, char *out, size_t outlen)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192], dev[32], mp[4096];
+	int rc = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*u %*u %31s %*s %4095s", dev, mp) != 2)
+			continue;
+		/* mountinfo escapes blanks and backslashes as \ooo */
+		char *w = mp;
+		for (const char *r = mp; *r; r++) {
+			unsigned c;
+			if (r[0] == '\\' && sscanf(r + 1, "%3o", &c) == 1) {
+				*w++ = (char)c;
+				r += 3;
+			} else {
+				*w++ = *r;
+			}
+		}
+		*w = '\0';
+		if (strcmp(mp, fs->mountpoint) == 0) {
+			snprintf(out, outlen, "%s", dev);
+			rc = 0;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+/* The kernel starts a FUSE mount with 128 KiB of read-ahead and, when INIT is
+ * answered, caps it at what it offered then; sequential image reads (cp of a
+ * history) want larger, fewer requests. The bdi can be raised only after the
+ * INIT reply was processed, which any later request implies: the first one
+ * does it. Needs root (sysfs); otherwise the default stays, said once. */
+static void raise_readahead(struct fs *fs)
+{
+	char dev[32], path[96], val[16];
+	int rc, fd;
+
+	if (!fs->readahead_kb || atomic_load_explicit(&fs->ra_set, memory_order_relaxed) ||
+	    atomic_exchange(&fs->ra_set, true))
+		return;
+	rc = mount_devno(fs, dev, sizeof(dev));
+	if (!rc) {
+		snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		int n = snprintf(val, sizeof(val), "%u", fs->readahead_kb);
+		rc = fd < 0 || write(fd, val, (size_t)n) != n ? -errno : 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	if (rc)
+		log_info("kernel read-ahead left at its default (%s: %s)",
+			 rc == -ENOENT ? "mount not found" : "sysfs", strerror(-rc));
+	else
+		log_debug("kernel read-ahead set to %u KiB", fs->readahead_kb);
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct stat st;
-	int rc = do_getattr(FS(req), ino, &st);
+	int rc;
+
+	raise_readahead(FS(req));
+	rc = do_getattr(FS(req), ino, &st);
 
 	if (rc)
 		fuse_reply_err(req, -rc);
@@ -344,6 +411,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	uint64_t n;
 	int rc = -ENOENT;
 
+	raise_readahead(fs);
 	if (parent == INO_ROOT) {
 		for (size_t i = 0; i < ACM_ARRAY_SIZE(root_entries); i++)
 			if (!strcmp(name, root_entries[i].name))

@@ -10,6 +10,7 @@
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "engine.h"
@@ -24,6 +25,9 @@ struct fs {
 	bool allow_other;
 	bool writeback;
 	char store[4096];
+	char mountpoint[4096];	 /* absolute */
+	unsigned readahead_kb;	 /* kernel read-ahead to set after INIT; 0 = leave it */
+	atomic_bool ra_set;	 /* tried already */
 	pthread_mutex_t fh_lock; /* guards fh_list */
 	struct fh *fh_list;	 /* open file and directory handles */
 };

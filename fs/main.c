@@ -26,6 +26,7 @@
 struct opts {
 	int writeback;
 	int flush_ms;
+	int readahead_kb;
 	int show_help;
 	int show_version;
 	int check;
@@ -37,6 +38,7 @@ struct opts {
 static const struct fuse_opt opt_spec[] = {
 	OPT("writeback", writeback, 1),
 	OPT("flush_ms=%d", flush_ms, 0),
+	OPT("readahead_kb=%d", readahead_kb, 0),
 	OPT("--check", check, 1),
 	OPT("--repair", repair, 1),
 	OPT("--version", show_version, 1),
@@ -67,6 +69,8 @@ static void usage(const char *prog)
 	       "    -o writeback        use the kernel's writeback cache for volumes' data files\n"
 	       "                        (a backup then holds what was flushed, as on a disk array)\n"
 	       "    -o flush_ms=N       period of the tracking map flush (default 5000)\n"
+	       "    -o readahead_kb=N   kernel read-ahead for the mount (default 1024; 0 keeps\n"
+	       "                        the kernel's 128; setting it needs root)\n"
 	       "    -o allow_other      let other users in (default_permissions is then forced;\n"
 	       "                        only the owner or root may write any ctl)\n"
 	       "    -f                  stay in the foreground\n"
@@ -107,7 +111,7 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts cl;
-	struct opts o = { 0 };
+	struct opts o = {.readahead_kb = 1024};
 	struct fs fs = { 0 };
 	struct engine_opts eo = { 0 };
 	struct fuse_loop_config *lc = NULL;
@@ -159,6 +163,9 @@ int main(int argc, char *argv[])
 	fs.uid = getuid();
 	fs.gid = getgid();
 	fs.writeback = o.writeback;
+	fs.readahead_kb = o.readahead_kb >= 0 ? (unsigned)o.readahead_kb : 0;
+	if (!realpath(cl.mountpoint, fs.mountpoint))
+		snprintf(fs.mountpoint, sizeof(fs.mountpoint), "%s", cl.mountpoint);
 	eo.store = o.store;
 	eo.mountpoint = cl.mountpoint;
 	eo.tier = &tape_tier_ops;

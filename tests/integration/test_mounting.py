@@ -223,3 +223,19 @@ def test_volume_delete_refused_while_an_image_is_open(mount):
         assert err == errno.EBUSY, reply
     m.ctl("volume delete db")
     assert not m.vol("db").exists()
+
+
+def _readahead_kb(mnt):
+    dev = os.stat(mnt).st_dev
+    return int(Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+               .read_text())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the bdi's sysfs file is root's")
+def test_kernel_readahead_is_raised_for_large_sequential_reads(mount_factory):
+    """The kernel gives FUSE mounts 128 KiB of read-ahead, so a cp of a
+    history image would travel in 128 KiB requests: the daemon raises it
+    (default 1024 KiB, -o readahead_kb=N, 0 keeps the kernel's)."""
+    assert _readahead_kb(mount_factory().mnt) == 1024  # the stat was a request
+    assert _readahead_kb(mount_factory(opts=["-o", "readahead_kb=4096"]).mnt) == 4096
+    assert _readahead_kb(mount_factory(opts=["-o", "readahead_kb=0"]).mnt) == 128
