@@ -45,6 +45,7 @@
 #define MAX_RUN     1024	     /* blocks in one GET (struct job's arrays) */
 #define CHUNK_BYTES (8u << 20)
 #define MAX_WORKERS 16
+#define SETTLE_BATCH 4 /* blocks verified per lock round while a run streams in */
 
 enum { ENT_LOADING, ENT_READY, ENT_FAILED };
 
@@ -409,7 +410,8 @@ static void run_progress(void *arg, size_t got)
 
 	if (full > r->j->nr)
 		full = r->j->nr;
-	if (full > r->done)
+	/* in batches (one lock round per SETTLE_BATCH blocks), the last one whole */
+	if (full >= r->done + SETTLE_BATCH || (full == r->j->nr && full > r->done))
 		run_settle(r, full, true);
 }
 
@@ -680,7 +682,8 @@ static int chunk_pin(struct tier_image *im, uint64_t g0, uint64_t g1, uint64_t o
 		im->ra_next = 0;
 		im->seq_next = off + len;
 	}
-	for (uint64_t i = 0; i < nr; i++) {
+	/* last first: a run arrives in order, so one wait usually covers all */
+	for (uint64_t i = nr; i-- > 0;) {
 		if (!gent[i])
 			continue;
 		while (gent[i]->state == ENT_LOADING) {
