@@ -69,6 +69,18 @@ struct track {
 	uint8_t *disk_bits;	    /* what the intent file holds; guarded by intent_lock */
 	pthread_mutex_t intent_lock;
 	atomic_uint_fast64_t intent_syncs;
+
+	/* Era histogram: how many grains hold each era, so that "how many grains
+	 * changed since base" (Update %, read on every open of a table) costs the
+	 * number of live eras instead of a scan of the map. Open addressing;
+	 * keys change only in track_open and track_set_era, which run with no
+	 * track_mark at the same time (the barrier's write side); counts change
+	 * in track_mark with atomics. hist_ok goes false if an era is ever
+	 * missing (cannot happen by design; then the scan answers). */
+	uint32_t *hkey;		/* era + 1; 0 = empty slot */
+	_Atomic uint64_t *hcnt;
+	uint32_t hcap;		/* power of two */
+	atomic_bool hist_ok;
 };
 
 static uint64_t region_grains_for(uint32_t grain_bytes)
@@ -230,6 +242,83 @@ static int64_t intent_load(struct track *t, char *why, size_t whylen)
 	return marked;
 }
 
+/* ---- era histogram (see struct track) ---- */
+
+static uint32_t hist_slot0(const struct track *t, uint32_t era)
+{
+	return (era * 0x9e3779b1u) & (t->hcap - 1);
+}
+
+/* slot of era, or -1 */
+static long hist_find(const struct track *t, uint32_t era)
+{
+	for (uint32_t i = 0, s = hist_slot0(t, era); i < t->hcap; i++, s = (s + 1) & (t->hcap - 1)) {
+		if (t->hkey[s] == era + 1)
+			return s;
+		if (!t->hkey[s])
+			return -1;
+	}
+	return -1;
+}
+
+/* exclusive (no track_mark running): slot of era, inserted with count 0 */
+static long hist_insert(struct track *t, uint32_t era)
+{
+	long s = era == UINT32_MAX ? -1 : hist_find(t, era);
+
+	if (s >= 0 || era == UINT32_MAX)
+		return s;
+	for (uint32_t i = 0, k = hist_slot0(t, era); i < t->hcap; i++, k = (k + 1) & (t->hcap - 1))
+		if (!t->hkey[k]) {
+			t->hkey[k] = era + 1;
+			atomic_store(&t->hcnt[k], 0);
+			return k;
+		}
+	return -1;
+}
+
+/* exclusive: rebuild from the map with room for twice the live eras plus the
+ * current one; on failure the histogram is off (the scan answers) */
+static void hist_rebuild(struct track *t)
+{
+	uint32_t cap = 64, live = 0;
+
+	if (t->hkey)
+		for (uint32_t i = 0; i < t->hcap; i++)
+			live += t->hkey[i] && atomic_load(&t->hcnt[i]) ? 1 : 0;
+	else
+		live = 1;
+	while (cap < 4 * (live + 1) && cap < (1u << 24))
+		cap *= 2;
+	free(t->hkey);
+	free(t->hcnt);
+	t->hcap = cap;
+	t->hkey = calloc(cap, sizeof(*t->hkey));
+	t->hcnt = calloc(cap, sizeof(*t->hcnt));
+	bool ok = t->hkey && t->hcnt;
+	for (uint64_t g = 0; ok && g < t->nr_grains; g++) {
+		long s = hist_insert(t, atomic_load_explicit(&t->era[g], memory_order_relaxed));
+		if (s < 0)
+			ok = false;
+		else
+			atomic_fetch_add_explicit(&t->hcnt[s], 1, memory_order_relaxed);
+	}
+	ok = ok && hist_insert(t, atomic_load(&t->cur)) >= 0;
+	atomic_store(&t->hist_ok, ok);
+}
+
+static void hist_move(struct track *t, uint32_t from, uint32_t to)
+{
+	long a = hist_find(t, from), b = hist_find(t, to);
+
+	if (a < 0 || b < 0) {
+		atomic_store(&t->hist_ok, false);
+		return;
+	}
+	atomic_fetch_sub_explicit(&t->hcnt[a], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&t->hcnt[b], 1, memory_order_relaxed);
+}
+
 int track_open(const char *dir, uint64_t nr_grains, uint32_t grain_bytes, uint32_t cur_era,
 	       struct track **out, bool *untrusted, char *why, size_t whylen)
 {
@@ -288,6 +377,7 @@ int track_open(const char *dir, uint64_t nr_grains, uint32_t grain_bytes, uint32
 		rc = -errno;
 		goto out_free;
 	}
+	hist_rebuild(t);
 	/* the intents we replayed stay on disk until this commit makes the map durable */
 	memset(t->disk_bits, 0xff, (t->nr_regions + 7) / 8);
 	track_snapshot(t);
@@ -317,6 +407,8 @@ void track_close(struct track *t)
 		close(t->intent_fd);
 	}
 	free(t->era);
+	free(t->hkey);
+	free(t->hcnt);
 	free(t->snap);
 	free(t->mem_bits);
 	free(t->disk_bits);
@@ -359,8 +451,14 @@ void track_mark(struct track *t, uint64_t g0, uint64_t g1)
 {
 	uint32_t e = atomic_load_explicit(&t->cur, memory_order_relaxed);
 
-	for (uint64_t g = g0; g <= g1 && g < t->nr_grains; g++)
-		atomic_store_explicit(&t->era[g], e, memory_order_relaxed);
+	for (uint64_t g = g0; g <= g1 && g < t->nr_grains; g++) {
+		/* most writes hit grains already in the current era: just a load */
+		if (atomic_load_explicit(&t->era[g], memory_order_relaxed) == e)
+			continue;
+		uint32_t old = atomic_exchange_explicit(&t->era[g], e, memory_order_relaxed);
+		if (old != e)
+			hist_move(t, old, e);
+	}
 }
 
 uint32_t track_era(const struct track *t)
@@ -371,6 +469,15 @@ uint32_t track_era(const struct track *t)
 void track_set_era(struct track *t, uint32_t era)
 {
 	atomic_store(&t->cur, era);
+	/* exclusive (the barrier's write side): the new era gets its slot now,
+	 * and the table is compacted when it fills with eras no grain holds */
+	if (!atomic_load(&t->hist_ok))
+		return;
+	uint32_t used = 0;
+	for (uint32_t i = 0; i < t->hcap; i++)
+		used += t->hkey[i] != 0;
+	if (4 * (used + 1) > 3 * t->hcap || hist_insert(t, era) < 0)
+		hist_rebuild(t);
 }
 
 uint32_t track_grain_era(const struct track *t, uint64_t g)
@@ -430,6 +537,14 @@ out:
 uint64_t track_changed(const struct track *t, uint32_t base, _Atomic uint64_t *bm)
 {
 	uint64_t n = 0;
+
+	if (!bm && atomic_load(&((struct track *)t)->hist_ok)) {
+		for (uint32_t i = 0; i < t->hcap; i++)
+			if (t->hkey[i] > base + 1ull)
+				n += atomic_load_explicit(&t->hcnt[i], memory_order_relaxed);
+		/* counts of concurrent writes may be caught half moved */
+		return n > t->nr_grains ? t->nr_grains : n;
+	}
 
 	for (uint64_t g = 0; g < t->nr_grains; g++) {
 		if (atomic_load_explicit(&t->era[g], memory_order_relaxed) > base) {

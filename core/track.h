@@ -55,7 +55,9 @@ uint32_t track_grain_era(const struct track *t, uint64_t g);
 void track_snapshot(struct track *t);
 int track_commit(struct track *t) ACM_MUST_USE;
 
-/* how many grains have era > base; bm (if non-NULL) gets those bits OR'ed in */
+/* how many grains have era > base; bm (if non-NULL) gets those bits OR'ed in.
+ * Without bm the count comes from an era histogram (no scan); that form must
+ * not run concurrently with track_set_era (the engine holds e->lock for both). */
 uint64_t track_changed(const struct track *t, uint32_t base, _Atomic uint64_t *bm);
 
 /* Read-only check of the files (for `acmfs --check`): 0 when both verify;

@@ -376,6 +376,45 @@ static void test_changed(void **state)
 	track_close(t);
 }
 
+/* The count alone (Update %) comes from the era histogram; it must equal the
+ * map scan for every base, across many eras (the table compacts and grows),
+ * rewrites, and a reopen (rebuilt from the map). */
+static void test_changed_count_matches_scan(void **state)
+{
+	struct fx *f = *state;
+	enum { N = 300 };
+	_Atomic uint64_t bm[(N + 63) / 64];
+	struct track *t;
+	uint32_t era = 1;
+	unsigned seed = 7;
+
+	assert_int_equal(track_create(f->dir, N, 4096), 0);
+	t = open_ok(f->dir, N, 4096, era, false);
+	for (int round = 0; round < 400; round++) {
+		uint64_t g0 = rand_r(&seed) % N, g1 = g0 + rand_r(&seed) % 5;
+		write_at(t, g0, g1 < N ? g1 : N - 1);
+		if (rand_r(&seed) % 3 == 0)
+			track_set_era(t, ++era);
+		if (round % 25 == 0 || round == 399) {
+			for (uint32_t base = 0; base <= era + 1; base++) {
+				memset(bm, 0, sizeof(bm));
+				assert_int_equal(track_changed(t, base, NULL),
+						 track_changed(t, base, bm));
+			}
+		}
+	}
+	assert_true(era > 100); /* more eras than the first table holds */
+	commit(t);
+	uint64_t before[160];
+	for (uint32_t base = 0; base < 160; base++)
+		before[base] = track_changed(t, base, NULL);
+	track_close(t);
+	t = open_ok(f->dir, N, 4096, era, false);
+	for (uint32_t base = 0; base < 160; base++)
+		assert_int_equal(track_changed(t, base, NULL), before[base]);
+	track_close(t);
+}
+
 /* ---- damage ---- */
 
 static void damage_file(const char *dir, const char *name, long off, int how)
@@ -543,6 +582,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_intent_during_commit_window, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_intent_syncs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_changed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_changed_count_matches_scan, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_damage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_missing_or_foreign, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_intent_damage, setup, teardown),
