@@ -6,7 +6,8 @@
  * Each command decides and records everything under e->lock, inside one
  * catalog transaction, before it reports success; long work (physical copy,
  * tape copy) runs on job threads. A restore runs in the caller's thread with
- * the volume marked `restoring` (durably), so a crash leaves `needs-restore`.
+ * the volume marked `restoring` (durably), so a crash leaves `needs-restore`;
+ * a tape restore adds a compare thread it joins before returning.
  */
 #include "engine_int.h"
 
@@ -562,6 +563,33 @@ out_unlock:
 
 /* ---------- restore ---------- */
 
+/*
+ * A tape restore is a pipeline of two threads. The compare thread reads the
+ * target a chunk of consecutive grains at a time (one pread), hashes each
+ * non-zero grain and compares it with the tape block's hash: the chunk leaves
+ * it with one verdict per grain. It runs up to RESTORE_QUEUE - 1 chunks ahead
+ * of the caller's thread, which fetches each run of differing non-zero grains
+ * with one image_read (the image reader fetches in parallel and reads ahead),
+ * writes it with one write, and punches runs of grains that are zero on tape.
+ *
+ * The compare thread reads through its own O_DIRECT descriptor when the
+ * target allows it: the bytes go straight to the chunk, sparing the CPU a
+ * page-cache copy (and the cache pages it would fill) that costs as much as
+ * the hashing; it falls back to the ordinary descriptor otherwise. A direct
+ * read first writes back any dirty cached pages of its range, so it sees
+ * what a buffered read would.
+ *
+ * The chunks live in a ring of RESTORE_QUEUE slots: a slot is the compare
+ * thread's from when the caller releases it until it is published (tail++),
+ * then the caller's until it releases it (head++). Memory: RESTORE_QUEUE
+ * chunks of RESTORE_CHUNK_BYTES. Either side's error stops both: the compare
+ * thread ends with its error, the caller stops it and joins it before return.
+ */
+#define RESTORE_CHUNK_BYTES (8 * ACM_MiB)
+#define RESTORE_CHUNK_MAX   (RESTORE_CHUNK_BYTES / (4 * ACM_KiB)) /* grains, at the smallest grain */
+#define RESTORE_QUEUE	    3
+#define RESTORE_ALIGN	    (4 * ACM_KiB) /* O_DIRECT: buffers, offsets, lengths */
+
 struct restore_src {
 	struct vol *v;
 	struct history *h;
@@ -569,20 +597,41 @@ struct restore_src {
 	bool tape;
 };
 
-static int src_read(struct restore_src *s, void *buf, uint64_t g)
-{
-	struct vol *v = s->v;
-	uint64_t grain = v->row.grain_bytes, off = g * grain, len = grain;
+/* Where a restore writes, and what it did there. */
+struct restore_dst {
+	struct vol *v;
+	bool to_tv;	       /* the volume, through its write path; else fd */
+	bool blk;	       /* fd is a block device: zeros are written, not punched */
+	int fd;		       /* the target path when !to_tv */
+	uint64_t copied;       /* grains written or punched */
+	uint64_t bytes;	       /* bytes written (zero grains excluded) */
+	uint64_t skipped;      /* grains whose content already matched (tape) */
+	uint64_t done, total;  /* progress, in grains */
+	bool touched;	       /* the target may hold restored data */
+};
 
-	if (!s->tape)
-		return grain_read_hist(v, s->h, g, buf);
-	if (off + len > v->row.size_bytes) {
-		len = v->row.size_bytes - off;
-		memset((char *)buf + len, 0, grain - len);
-	}
-	ssize_t n = v->e->tier->image_read(s->ti, buf, (size_t)len, off);
-	return n < 0 ? (int)n : n == (ssize_t)len ? 0 : -EIO;
-}
+enum { G_MATCH, G_DATA, G_ZERO }; /* a grain's verdict: keep, fetch and write, punch */
+
+struct rchunk {
+	uint64_t g0, nr; /* first grain, grains */
+	uint8_t *buf;	 /* nr grains: the target's content, then the fetched runs */
+	uint8_t what[RESTORE_CHUNK_MAX];
+};
+
+struct rqueue {
+	struct restore_src *src;
+	int fd;		       /* the target, read by the compare thread */
+	int dfd;	       /* the same, O_DIRECT, or -1; the compare thread's */
+	uint64_t chunk_grains;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct rchunk slot[RESTORE_QUEUE]; /* see above for who owns which */
+	uint64_t head, tail;   /* chunks released / published; under lock */
+	bool stop;	       /* the caller gives up; under lock */
+	bool end;	       /* the compare thread is done, with rc; under lock */
+	int rc;
+};
 
 static int target_size(int fd, uint64_t *size)
 {
@@ -608,16 +657,332 @@ static void sha256(const void *buf, size_t len, uint8_t out[32])
 	EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL);
 }
 
+/* bytes of nr grains from g, the last grain clipped to the volume's size */
+static uint64_t grains_len(struct vol *v, uint64_t g, uint64_t nr)
+{
+	uint64_t off = g * v->row.grain_bytes, end = off + nr * v->row.grain_bytes;
+
+	return (end > v->row.size_bytes ? v->row.size_bytes : end) - off;
+}
+
+static void progress(struct restore_dst *d, uint64_t grains)
+{
+	d->done += grains;
+	atomic_store(&d->v->restore_pct, (int)(d->done * 100 / (d->total ? d->total : 1)));
+}
+
+/* Zeros at off: a hole, or written zeros on a block device (scratch: len bytes). */
+static int dst_zero(struct restore_dst *d, void *scratch, uint64_t len, uint64_t off)
+{
+	if (d->to_tv)
+		return vol_punch_internal(d->v, off, len);
+	if (d->blk)
+		return util_pwrite_full(IO_DATA, d->fd, memset(scratch, 0, len), (size_t)len, off);
+	if (fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len))
+		return -errno;
+	return 0;
+}
+
+static int dst_write(struct restore_dst *d, const void *buf, uint64_t len, uint64_t off)
+{
+	if (d->to_tv)
+		return vol_write_internal(d->v, buf, (size_t)len, off);
+	return util_pwrite_full(IO_DATA, d->fd, buf, (size_t)len, off);
+}
+
+/* Every grain of the disk history that may differ (all of them unless diff). */
+static int restore_disk(struct restore_src *s, struct restore_dst *d, bool diff, uint32_t base)
+{
+	struct vol *v = s->v;
+	uint64_t grain = v->row.grain_bytes, nr = v->nr_grains, pf = 0;
+	_Atomic uint64_t *set = calloc(bitmap_words(nr) + 1, 8);
+	char *buf = malloc(grain);
+	int rc = 0;
+
+	if (!set || !buf) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	if (diff)
+		track_changed(v->trk, base, set);
+	else
+		for (uint64_t g = 0; g < nr; g++)
+			bitmap_set(set, g);
+	d->total = bitmap_count(set, nr);
+	for (uint64_t g = bitmap_next(set, nr, 0); g < nr && !rc; g = bitmap_next(set, nr, g + 1)) {
+		if (s->h->bv->fd >= 0 && pf < g + 2048)
+			prefetch_grains(s->h->bv->fd, set, nr, &pf, g + 4096, grain);
+		uint64_t off = g * grain, len = grains_len(v, g, 1);
+		rc = grain_read_hist(v, s->h, g, buf);
+		if (rc)
+			break;
+		d->touched = true; /* from here on the target may hold restored data */
+		if (util_is_zero(buf, (size_t)len)) {
+			rc = dst_zero(d, buf, len, off);
+		} else {
+			rc = dst_write(d, buf, len, off);
+			d->bytes += len;
+		}
+		d->copied++;
+		progress(d, 1);
+	}
+out_free:
+	free(set);
+	free(buf);
+	return rc;
+}
+
+/* fd's file opened again for O_DIRECT reads (the same file, not a path that
+ * may have changed), or -1 */
+static int reopen_direct(int fd)
+{
+	char p[64];
+
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+	return open(p, O_RDONLY | O_DIRECT | O_CLOEXEC);
+}
+
+/* Read chunk c (from grain g0) of the target and judge each grain against the tape. */
+static int compare_chunk(struct rqueue *q, struct rchunk *c, uint64_t g0)
+{
+	struct vol *v = q->src->v;
+	const struct tier_ops *t = v->e->tier;
+	uint64_t grain = v->row.grain_bytes, len;
+	uint8_t hl[32], hr[32];
+	int rc;
+
+	c->g0 = g0;
+	c->nr = v->nr_grains - g0 < q->chunk_grains ? v->nr_grains - g0 : q->chunk_grains;
+	len = grains_len(v, g0, c->nr);
+	rc = -EINVAL;
+	if (q->dfd >= 0) {
+		rc = util_pread_full(IO_DATA, q->dfd, c->buf, (size_t)len, g0 * grain);
+		if (rc == -EINVAL) { /* not for this file after all: stay buffered */
+			close(q->dfd);
+			q->dfd = -1;
+		}
+	}
+	if (rc == -EINVAL)
+		rc = util_pread_full(IO_DATA, q->fd, c->buf, (size_t)len, g0 * grain);
+	if (rc)
+		return rc;
+	/* a short last grain compares zero-padded, as the tape stored it */
+	memset(c->buf + len, 0, (size_t)(c->nr * grain - len));
+	for (uint64_t i = 0; i < c->nr; i++) {
+		const uint8_t *p = c->buf + i * grain;
+		int zero_src = t->image_grain_hash(q->src->ti, g0 + i, hr);
+		if (zero_src < 0)
+			return zero_src;
+		bool local_zero = util_is_zero(p, grain);
+		if (zero_src) {
+			c->what[i] = local_zero ? G_MATCH : G_ZERO;
+		} else if (local_zero) {
+			c->what[i] = G_DATA;
+		} else {
+			sha256(p, grain, hl);
+			c->what[i] = memcmp(hl, hr, 32) ? G_DATA : G_MATCH;
+		}
+	}
+	return 0;
+}
+
+static void *compare_main(void *arg)
+{
+	struct rqueue *q = arg;
+	uint64_t nr = q->src->v->nr_grains;
+	int rc = 0;
+
+	for (uint64_t g0 = 0; g0 < nr && !rc; g0 += q->chunk_grains) {
+		pthread_mutex_lock(&q->lock);
+		while (!q->stop && q->tail - q->head == RESTORE_QUEUE)
+			pthread_cond_wait(&q->cond, &q->lock);
+		struct rchunk *c = q->stop ? NULL : &q->slot[q->tail % RESTORE_QUEUE];
+		pthread_mutex_unlock(&q->lock);
+		if (!c)
+			break;
+		rc = compare_chunk(q, c, g0);
+		if (rc)
+			break;
+		pthread_mutex_lock(&q->lock);
+		q->tail++;
+		pthread_cond_signal(&q->cond);
+		pthread_mutex_unlock(&q->lock);
+	}
+	pthread_mutex_lock(&q->lock);
+	q->rc = rc;
+	q->end = true;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	return NULL;
+}
+
+/* The next compared chunk; NULL at the end or on the compare thread's error (*rc). */
+static struct rchunk *rq_next(struct rqueue *q, int *rc)
+{
+	struct rchunk *c = NULL;
+
+	pthread_mutex_lock(&q->lock);
+	while (q->head == q->tail && !q->end)
+		pthread_cond_wait(&q->cond, &q->lock);
+	if (q->head != q->tail)
+		c = &q->slot[q->head % RESTORE_QUEUE];
+	else
+		*rc = q->rc;
+	pthread_mutex_unlock(&q->lock);
+	return c;
+}
+
+static void rq_release(struct rqueue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->head++;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+static void rq_stop(struct rqueue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->stop = true;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	pthread_join(q->thread, NULL);
+}
+
+struct run_put {
+	struct restore_dst *d;
+	uint64_t off, len; /* the run */
+	bool called;
+};
+
+/* image_read_iov's reply: write the run from the image's cache */
+static int put_iov(void *arg, const struct iovec *iov, int cnt)
+{
+	struct run_put *r = arg;
+	uint64_t off = r->off, end = r->off + r->len;
+	int rc;
+
+	r->called = true;
+	r->d->touched = true; /* from here on the target may hold restored data */
+	for (int i = 0; i < cnt; i++) {
+		if (iov[i].iov_len > end - off)
+			return -EIO;
+		rc = dst_write(r->d, iov[i].iov_base, iov[i].iov_len, off);
+		if (rc)
+			return rc;
+		off += iov[i].iov_len;
+	}
+	return off == end ? 0 : -EIO;
+}
+
+/* Fetch the run of grains at off and write it: straight from the image's
+ * cache when the tier lends it (one copy, and each piece still warm from the
+ * previous one), else through the chunk's buffer p. */
+static int put_run(struct restore_src *s, struct restore_dst *d, void *p, uint64_t len,
+		   uint64_t off)
+{
+	const struct tier_ops *t = s->v->e->tier;
+	struct run_put r = { d, off, len, false };
+	int rc = -EOPNOTSUPP;
+
+	if (t->image_read_iov)
+		rc = t->image_read_iov(s->ti, (size_t)len, off, put_iov, &r);
+	if (rc != -EOPNOTSUPP || r.called)
+		return rc;
+	ssize_t n = t->image_read(s->ti, p, (size_t)len, off);
+	if (n != (ssize_t)len)
+		return n < 0 ? (int)n : -EIO;
+	d->touched = true;
+	return dst_write(d, p, len, off);
+}
+
+/* Restore chunk c: runs of grains with the same verdict, one call each. */
+static int restore_chunk(struct restore_src *s, struct restore_dst *d, struct rchunk *c)
+{
+	struct vol *v = s->v;
+	uint64_t grain = v->row.grain_bytes, j;
+	int rc = 0;
+
+	for (uint64_t i = 0; i < c->nr && !rc; i = j) {
+		uint8_t what = c->what[i];
+		for (j = i + 1; j < c->nr && c->what[j] == what; j++)
+			;
+		uint64_t off = (c->g0 + i) * grain, len = grains_len(v, c->g0 + i, j - i);
+		uint8_t *p = c->buf + i * grain;
+		if (what == G_MATCH) {
+			d->skipped += j - i;
+			progress(d, j - i);
+			continue;
+		}
+		if (what == G_DATA) {
+			rc = put_run(s, d, p, len, off);
+		} else {
+			d->touched = true;
+			rc = dst_zero(d, p, len, off);
+		}
+		if (rc)
+			break;
+		d->copied += j - i;
+		if (what == G_DATA)
+			d->bytes += len;
+		progress(d, j - i);
+	}
+	return rc;
+}
+
+/* Every grain of the tape history, skipping those the target already holds. */
+static int restore_tape(struct restore_src *s, struct restore_dst *d)
+{
+	struct vol *v = s->v;
+	uint64_t grain = v->row.grain_bytes;
+	struct rqueue *q = calloc(1, sizeof(*q));
+	struct rchunk *c;
+	int rc = 0, k;
+
+	if (!q)
+		return -ENOMEM;
+	q->src = s;
+	q->fd = d->to_tv ? v->tv_fd : d->fd;
+	q->dfd = reopen_direct(q->fd);
+	q->chunk_grains = RESTORE_CHUNK_BYTES / grain ? RESTORE_CHUNK_BYTES / grain : 1;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	for (int i = 0; i < RESTORE_QUEUE; i++) {
+		q->slot[i].buf = aligned_alloc(RESTORE_ALIGN, q->chunk_grains * grain);
+		if (!q->slot[i].buf) {
+			rc = -ENOMEM;
+			goto out_free;
+		}
+	}
+	d->total = v->nr_grains;
+	k = pthread_create(&q->thread, NULL, compare_main, q);
+	if (k) {
+		rc = -k;
+		goto out_free;
+	}
+	while (!rc && (c = rq_next(q, &rc))) {
+		rc = restore_chunk(s, d, c);
+		rq_release(q);
+	}
+	rq_stop(q);
+out_free:
+	if (q->dfd >= 0)
+		close(q->dfd);
+	for (int i = 0; i < RESTORE_QUEUE; i++)
+		free(q->slot[i].buf);
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+	return rc;
+}
+
 int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
 	       char *err, size_t errlen)
 {
 	struct restore_src src = { v, NULL, NULL, false };
-	uint64_t grain = v->row.grain_bytes, nr = v->nr_grains, copied = 0, bytes = 0, skipped = 0;
-	_Atomic uint64_t *set = NULL;
-	bool to_tv = !c->has_path, diff = false, blk = false, touched = false;
+	struct restore_dst d = { .v = v, .to_tv = !c->has_path, .fd = -1 };
+	bool to_tv = d.to_tv, diff = false;
 	int fd = -1, rc;
-	char *buf = NULL;
-	uint8_t hl[32], hr[32];
 	struct pool *p = NULL;
 
 	rc = engine_run_hook(e, v, "restore.pre", err, errlen);
@@ -717,93 +1082,19 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 			rc = k;
 			goto out_end;
 		}
-		blk = k == 1;
-		if (blk && tsize < v->row.size_bytes) {
+		d.blk = k == 1;
+		if (d.blk && tsize < v->row.size_bytes) {
 			rc = errf(err, errlen, -EINVAL, "%s is smaller than the volume", c->path);
 			goto out_end;
 		}
-		if (!blk && tsize != v->row.size_bytes && ftruncate(fd, (off_t)v->row.size_bytes)) {
+		if (!d.blk && tsize != v->row.size_bytes && ftruncate(fd, (off_t)v->row.size_bytes)) {
 			rc = -errno;
 			goto out_end;
 		}
 	}
-	set = calloc(bitmap_words(nr) + 1, 8);
-	buf = malloc(grain);
-	if (!set || !buf) {
-		rc = -ENOMEM;
-		goto out_end;
-	}
-	if (diff)
-		track_changed(v->trk, base, set);
-	else
-		for (uint64_t g = 0; g < nr; g++)
-			bitmap_set(set, g);
-	uint64_t total = bitmap_count(set, nr), done = 0, pf = 0;
-	int pf_fd = !src.tape ? src.h->bv->fd : -1;
-	for (uint64_t g = bitmap_next(set, nr, 0); g < nr && !rc; g = bitmap_next(set, nr, g + 1)) {
-		if (pf_fd >= 0 && pf < g + 2048)
-			prefetch_grains(pf_fd, set, nr, &pf, g + 4096, v->row.grain_bytes);
-		uint64_t off = g * grain, len = off + grain > v->row.size_bytes
-							 ? v->row.size_bytes - off
-							 : grain;
-		int zero_src = -1;
-		if (src.tape) {
-			zero_src = e->tier->image_grain_hash(src.ti, g, hr);
-			if (zero_src < 0) {
-				rc = zero_src;
-				break;
-			}
-			/* skip grains whose content already matches */
-			if (to_tv) {
-				rc = util_pread_full(IO_DATA, v->tv_fd, buf, (size_t)len, off);
-			} else {
-				rc = util_pread_full(IO_DATA, fd, buf, (size_t)len, off);
-			}
-			if (rc)
-				break;
-			if (len < grain)
-				memset(buf + len, 0, grain - len);
-			bool local_zero = util_is_zero(buf, grain);
-			if (zero_src == 1 && local_zero) {
-				skipped++;
-				goto next;
-			}
-			if (zero_src == 0 && !local_zero) {
-				sha256(buf, grain, hl);
-				if (!memcmp(hl, hr, 32)) {
-					skipped++;
-					goto next;
-				}
-			}
-			if (zero_src == 0)
-				rc = src_read(&src, buf, g);
-		} else {
-			rc = src_read(&src, buf, g);
-			zero_src = !rc && util_is_zero(buf, (size_t)len);
-		}
-		if (rc)
-			break;
-		touched = true; /* from here on the target may hold restored data */
-		if (zero_src == 1) {
-			if (to_tv)
-				rc = vol_punch_internal(v, off, len);
-			else if (blk)
-				rc = util_pwrite_full(IO_DATA, fd, memset(buf, 0, grain), (size_t)len, off);
-			else
-				rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-					       (off_t)off, (off_t)len)
-					     ? -errno
-					     : 0;
-		} else {
-			rc = to_tv ? vol_write_internal(v, buf, (size_t)len, off)
-				   : util_pwrite_full(IO_DATA, fd, buf, (size_t)len, off);
-			bytes += len;
-		}
-		copied++;
-next:
-		done++;
-		atomic_store(&v->restore_pct, (int)(done * 100 / (total ? total : 1)));
-	}
+	d.fd = fd;
+	if (!rc)
+		rc = src.tape ? restore_tape(&src, &d) : restore_disk(&src, &d, diff, base);
 	if (!rc) {
 		if (to_tv)
 			rc = vol_fsync(v, false);
@@ -812,14 +1103,12 @@ next:
 	}
 	if (rc && !err[0])
 		errf(err, errlen, rc, "restore failed after %llu grains: %s",
-		     (unsigned long long)copied, strerror(-rc));
+		     (unsigned long long)d.copied, strerror(-rc));
 	if (to_tv && e->inval_data)
 		e->inval_data(e->inval_arg, (uint64_t)v->row.id);
 	if (!rc)
 		engine_run_hook(e, v, "restore.post", err, errlen);
 out_end:
-	free(set);
-	free(buf);
 	if (fd >= 0)
 		close(fd);
 	if (src.ti)
@@ -830,27 +1119,27 @@ out_end:
 	if (to_tv) {
 		v->restoring = false;
 		/* a restore that failed after writing leaves mixed content: say so durably */
-		snprintf(v->row.state, sizeof(v->row.state), rc && touched ? "needs-restore" : "ok");
+		snprintf(v->row.state, sizeof(v->row.state), rc && d.touched ? "needs-restore" : "ok");
 		int rc2 = catalog_put_volume(e->cat, &v->row);
 		if (!rc && rc2)
 			rc = rc2;
 	}
 	if (!rc) {
 		atomic_fetch_add(&e->m.restores, 1);
-		atomic_fetch_add(&e->m.restore_grains, copied);
-		atomic_fetch_add(&e->m.restore_bytes, bytes);
+		atomic_fetch_add(&e->m.restore_grains, d.copied);
+		atomic_fetch_add(&e->m.restore_bytes, d.bytes);
 		vol_log(v, "restore of version %llu from %s to %s: %s, %llu grains written, %llu "
 			   "already matching",
 			(unsigned long long)src.h->row.version, src.tape ? "tape" : "disk",
 			to_tv ? "the volume" : c->path, diff ? "differential" : "full",
-			(unsigned long long)copied, (unsigned long long)skipped);
+			(unsigned long long)d.copied, (unsigned long long)d.skipped);
 		sbuf_addf(reply,
 			  "ok volume=%s version=%llu media=%s target=%s mode=%s grains_copied=%llu "
 			  "bytes_copied=%llu\n%s acmrestore completed\n",
 			  v->row.name, (unsigned long long)src.h->row.version,
 			  src.tape ? "TAPE" : "DISK", to_tv ? "volume" : "path",
-			  diff ? "diff" : "full", (unsigned long long)copied,
-			  (unsigned long long)bytes, v->row.name);
+			  diff ? "diff" : "full", (unsigned long long)d.copied,
+			  (unsigned long long)d.bytes, v->row.name);
 		err[0] = 0;
 	}
 out_unlock:
