@@ -133,35 +133,6 @@ out_log:
 	return rc;
 }
 
-static ssize_t file_get(struct tape_backend *be, const char *key, uint64_t off, void *buf,
-			size_t len)
-{
-	char path[PATH_MAX];
-	int rc = make_path(fb(be), key, path);
-	if (rc)
-		return rc;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	size_t got = 0;
-	ssize_t ret = 0;
-	while (got < len) {
-		ssize_t n = io_pread(IO_TAPE, fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			tape_log(TAPE_LOG_ERR, "file pool: read %s: %s", path, strerror(errno));
-			break;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	return ret ? ret : (ssize_t)got;
-}
-
 /* Reads segment by segment (io_pread keeps the fault shim in the path) and
  * reports progress about every MiB. */
 static ssize_t file_getv(struct tape_backend *be, const char *key, uint64_t off,
@@ -206,6 +177,13 @@ out_eof:
 	if (progress && got > told)
 		progress(arg, got);
 	return (ssize_t)got;
+}
+
+
+static ssize_t file_get(struct tape_backend *be, const char *key, uint64_t off, void *buf,
+		    size_t len)
+{
+	return file_getv(be, key, off, &(struct iovec){buf, len}, 1, NULL, NULL);
 }
 
 static int file_head(struct tape_backend *be, const char *key, struct tape_obj_info *oi)

@@ -130,8 +130,7 @@ struct s3_req {
 	uint64_t off;		/* range */
 	size_t len;
 	/* response */
-	uint8_t *out;		/* fixed destination (GET) or NULL */
-	const struct iovec *iov; /* or a scattered one (getv) */
+	const struct iovec *iov; /* GET destination, or NULL */
 	int iovcnt;
 	size_t out_cap;
 	tape_progress_cb progress; /* getv: bytes [0, got) are in place */
@@ -156,7 +155,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *arg)
 	const char *p = ptr;
 	if (!r->status)
 		curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &r->status);
-	if ((r->out || r->iov) && r->status >= 200 && r->status < 300) {
+	if (r->iov && r->status >= 200 && r->status < 300) {
 		if (r->ranged && r->status == 200 && r->skip) { /* Range ignored */
 			size_t s = r->skip < take ? (size_t)r->skip : take;
 			r->skip -= s;
@@ -166,10 +165,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *arg)
 		size_t room = r->out_cap - r->got;
 		if (take > room)
 			take = room; /* more than asked: drop the rest */
-		if (r->iov)
-			tape_iov_store(r->iov, r->iovcnt, r->got, p, take);
-		else
-			memcpy(r->out + r->got, p, take);
+		tape_iov_store(r->iov, r->iovcnt, r->got, p, take);
 		r->got += take;
 		if (take && r->progress)
 			r->progress(r->parg, r->got);
@@ -428,7 +424,7 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 	}
 	long st = r->status;
 	if (st >= 200 && st < 300) {
-		if ((r->out || r->iov) && strcmp(r->method, "GET") == 0) {
+		if (r->iov && strcmp(r->method, "GET") == 0) {
 			/* truncated body: retry (from where it stopped) */
 			size_t want = r->len;
 			if (r->have_cl && st == 206 && r->base + r->content_length < want)
@@ -537,23 +533,6 @@ static int s3_put(struct tape_backend *be, const char *key, const void *buf, siz
 	return rc;
 }
 
-static ssize_t s3_get(struct tape_backend *be, const char *key, uint64_t off, void *buf, size_t len)
-{
-	if (!len)
-		return 0;
-	struct s3_req r = {.method = "GET",
-			   .key = key,
-			   .query = "",
-			   .ranged = 1,
-			   .off = off,
-			   .len = len,
-			   .out = buf,
-			   .out_cap = len};
-	int rc = s3_do(s3(be), &r);
-	free(r.dyn);
-	return rc ? rc : (ssize_t)r.got;
-}
-
 static ssize_t s3_getv(struct tape_backend *be, const char *key, uint64_t off,
 		       const struct iovec *iov, int iovcnt, tape_progress_cb progress, void *arg)
 {
@@ -576,6 +555,13 @@ static ssize_t s3_getv(struct tape_backend *be, const char *key, uint64_t off,
 	int rc = s3_do(s3(be), &r);
 	free(r.dyn);
 	return rc ? rc : (ssize_t)r.got;
+}
+
+
+static ssize_t s3_get(struct tape_backend *be, const char *key, uint64_t off, void *buf,
+		  size_t len)
+{
+	return s3_getv(be, key, off, &(struct iovec){buf, len}, 1, NULL, NULL);
 }
 
 static int s3_head(struct tape_backend *be, const char *key, struct tape_obj_info *oi)
