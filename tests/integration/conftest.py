@@ -371,18 +371,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3rver(tmp_path_factory):
+def _run_s3rver(d, tls=None):
+    """Start s3rver on 127.0.0.1 serving directory d (with TLS when tls =
+    (key, cert)); yields the S3rver endpoint and stops the server after."""
     exe = REPO / ".cache" / "node" / "node_modules" / ".bin" / "s3rver"
     if not os.access(exe, os.X_OK):
         pytest.skip("s3rver not installed (scripts/setup.sh installs it)")
-    d = tmp_path_factory.mktemp("s3rver")
     port = free_port()
     log = open(d.parent / f"s3rver-{port}.log", "wb")
-    proc = subprocess.Popen(
-        [str(exe), "-d", str(d), "-a", "127.0.0.1", "-p", str(port),
-         "--silent", "--configure-bucket", S3rver.bucket],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    argv = [str(exe), "-d", str(d), "-a", "127.0.0.1", "-p", str(port),
+            "--silent", "--configure-bucket", S3rver.bucket]
+    if tls:
+        argv += ["--key", str(tls[0]), "--cert", str(tls[1])]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 15 * TIME_SCALE
         while True:
@@ -396,7 +397,7 @@ def s3rver(tmp_path_factory):
             if time.monotonic() > deadline:
                 raise RuntimeError("s3rver did not answer in time")
             time.sleep(0.05)
-        ep = S3rver(f"http://127.0.0.1:{port}")
+        ep = S3rver(f"{'https' if tls else 'http'}://127.0.0.1:{port}")
         ep.port = port
         ep.directory = d
         yield ep
@@ -408,6 +409,27 @@ def s3rver(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def s3rver(tmp_path_factory):
+    yield from _run_s3rver(tmp_path_factory.mktemp("s3rver"))
+
+
+@pytest.fixture(scope="session")
+def s3rver_tls(tmp_path_factory):
+    """s3rver over https with a fresh self-signed certificate for 127.0.0.1;
+    the endpoint's .ca is that certificate (the only thing that trusts it)."""
+    d = tmp_path_factory.mktemp("s3rver-tls")
+    key, cert = d.parent / "s3rver-tls.key", d.parent / "s3rver-tls.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2",
+                    "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    for ep in _run_s3rver(d, tls=(key, cert)):
+        ep.ca = cert
+        yield ep
 
 
 # --------------------------------------------------------------------- helpers

@@ -11,6 +11,8 @@
   acmfs.log), the daemon's stderr or a ctl reply — also when every request
   fails (an S3 pool on 127.0.0.1:9, where nothing listens) and errors are
   logged. A credentials file that others can read is refused.
+- TLS peers are verified: an https endpoint with an untrusted certificate
+  fails the tape copy (EACCES, the reason in the log); ca=PEM trusts it.
 - Volume and pool names with '/', '..', NUL, a leading '.', or more than 64
   characters are refused with EINVAL and create nothing.
 
@@ -428,3 +430,28 @@ def test_name_limits_accepted(mount):
     assert m.vol(name, "data").stat().st_size == 4 << 20
     m.ctl(f"pool create {name} file://{m.store.parent / 'pool64'}")
     assert name in m.path("status.json").read_text()
+
+
+def test_tls_peer_is_verified(mount_factory, s3rver_tls):
+    """An https endpoint whose certificate nothing trusts is refused (the
+    tape copy fails, the log says why); trusting it with ca=PEM works, and
+    the tape image then reads back exactly."""
+    m = mount_factory(env=s3rver_tls.env(), name="tls")
+    ep = f"endpoint={s3rver_tls} region=us-east-1 path_style=1"
+    m.ctl(f"pool create untrusted s3://{s3rver_tls.bucket}/untrusted {ep}")
+    m.ctl(f"pool create trusted s3://{s3rver_tls.bucket}/trusted {ep} ca={s3rver_tls.ca}")
+    m.create_volume("v", "4M")
+    data = os.urandom(4 << 20)
+    write_vol(m, "v", data)
+
+    m.ctl("tapepolicy v pool=untrusted")
+    v1 = m.parse_reply(m.ctl("backup -m TAPE", vol="v"))["version"]
+    assert wait_done(m, "v", v1)["tape_status"] == "failed"
+    log = m.vol("v", "log").read_text()
+    assert "Permission denied" in log, log[-2000:]      # EACCES: not retried
+    assert "certificate" in m.stderr_path.read_text()  # the backend's reason
+
+    m.ctl("tapepolicy v pool=trusted")
+    v2 = m.parse_reply(m.ctl("backup -m TAPE", vol="v"))["version"]
+    assert wait_done(m, "v", v2)["tape_status"] == "succeeded"
+    assert m.vol("v", "history", v2, "tape.img").read_bytes() == data
