@@ -1,9 +1,11 @@
 /*
  * backend_s3.c — a pool in an S3 bucket (s3://bucket[/prefix]), via libcurl.
  *
- * Requests are signed with tape/sigv4.c (header auth, with the payload's
- * real SHA-256 or UNSIGNED-PAYLOAD in x-amz-content-sha256 — some servers,
- * s3rver among them, require the header). Options: endpoint=URL (default
+ * Requests are signed with tape/sigv4.c (header auth; x-amz-content-sha256
+ * is always sent, some servers, s3rver among them, require it). A PUT over
+ * plain http signs its payload's SHA-256, the only end-to-end check of the
+ * bytes on the way; over https TLS already protects them, so the payload is
+ * sent as UNSIGNED-PAYLOAD, sparing a second SHA-256 pass over every pack. Options: endpoint=URL (default
  * https://s3.REGION.amazonaws.com), region= (us-east-1), path_style=1,
  * credentials=/path (a 0600 file of access_key_id=… secret_access_key=…
  * [session_token=…]; otherwise AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -53,6 +55,7 @@ struct s3_backend {
 	char prefix[256];      /* "" or "dir/sub/" */
 	char region[64];
 	int path_style;
+	int tls;		/* https endpoint */
 	char ca[512];
 	char access_key[128];
 	char secret_key[128];
@@ -297,7 +300,9 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 	snprintf(url, sizeof(url), "%s%s%s%s", b->scheme_host, path, *r->query ? "?" : "",
 		 r->query);
 	amz_now(amz_date);
-	if (r->body) {
+	if (r->body && b->tls) {
+		snprintf(payload_hash, sizeof(payload_hash), "UNSIGNED-PAYLOAD");
+	} else if (r->body) {
 		uint8_t md[32];
 		tape_sha256(r->body, r->body_len, md);
 		tape_hex(md, 32, payload_hash);
@@ -881,6 +886,7 @@ int tape_backend_s3_open(const char *bucket_and_prefix, const char *opts, struct
 		snprintf(b->host, sizeof(b->host), "%s.%.*s", b->bucket, (int)hl, hp);
 	}
 	snprintf(b->scheme_host, sizeof(b->scheme_host), "%.*s%s", scheme_len, endpoint, b->host);
+	b->tls = strncmp(endpoint, "https://", 8) == 0;
 
 	rc = tape_opt_get(opts, "credentials", v, sizeof(v));
 	if (rc > 0) {
