@@ -118,6 +118,9 @@ struct fh {
 	int reply_mode;	     /* ctl: 0 undecided, 1 offsets from 0 (pread), 2 from reply_base */
 	pthread_mutex_t lock; /* ctl: one command at a time per open file */
 	struct fh *prev, *next; /* fs->fh_list */
+	/* the open's reference plus one per read still running after its reply:
+	 * once a read is answered the kernel may release the file at once */
+	atomic_uint refs;
 };
 
 static void fh_track(struct fs *fs, struct fh *fh)
@@ -154,6 +157,12 @@ static void fh_free(struct fh *fh)
 	sbuf_release(&fh->text);
 	pthread_mutex_destroy(&fh->lock);
 	free(fh);
+}
+
+static void fh_put(struct fh *fh)
+{
+	if (atomic_fetch_sub(&fh->refs, 1) == 1)
+		fh_free(fh);
 }
 
 void fs_release_all(struct fs *fs)
@@ -688,6 +697,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	atomic_init(&fh->refs, 1);
 	fh->kind = kind;
 	pthread_mutex_init(&fh->lock, NULL);
 	sbuf_init(&fh->text, 256 * ACM_MiB);
@@ -767,7 +777,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 
 	fh_untrack(FS(req), fh);
-	fh_free(fh);
+	fh_put(fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -869,12 +879,15 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			reply_fd(req, fd, fo, size);
 			return;
 		}
+		/* the image unpins its cache after the reply: keep fh (and so
+		 * the image) alive past a release the reply lets through */
+		atomic_fetch_add(&fh->refs, 1);
 		int rc = himg_read_iov(fh->im, size, uoff, reply_iov, req);
-		if (rc != -EOPNOTSUPP) {
-			if (rc < 0)
-				fuse_reply_err(req, -rc);
+		if (rc != -EOPNOTSUPP && rc < 0)
+			fuse_reply_err(req, -rc);
+		fh_put(fh);
+		if (rc != -EOPNOTSUPP)
 			return;
-		}
 		char *buf = get_iobuf(size);
 		if (!buf) {
 			fuse_reply_err(req, ENOMEM);
