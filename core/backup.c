@@ -832,6 +832,37 @@ static struct rchunk *rq_next(struct rqueue *q, int *rc)
 	return c;
 }
 
+/* The chunk published after the caller's current one, or NULL. */
+static struct rchunk *rq_peek(struct rqueue *q)
+{
+	struct rchunk *c = NULL;
+
+	pthread_mutex_lock(&q->lock);
+	if (q->tail - q->head >= 2)
+		c = &q->slot[(q->head + 1) % RESTORE_QUEUE];
+	pthread_mutex_unlock(&q->lock);
+	return c;
+}
+
+/* Ask the tape image for exactly the runs of chunk c that will be fetched,
+ * so that grains that already match are never downloaded (the image's own
+ * read-ahead would guess sequential access and fetch them too). */
+static void prefetch_chunk(struct restore_src *s, const struct rchunk *c)
+{
+	const struct tier_ops *t = s->v->e->tier;
+	uint64_t j;
+
+	if (!t->image_prefetch)
+		return;
+	for (uint64_t i = 0; i < c->nr; i = j) {
+		for (j = i + 1; j < c->nr && c->what[j] == c->what[i]; j++)
+			;
+		if (c->what[i] == G_DATA)
+			t->image_prefetch(s->ti, (c->g0 + i) * s->v->row.grain_bytes,
+					  (size_t)grains_len(s->v, c->g0 + i, j - i));
+	}
+}
+
 static void rq_release(struct rqueue *q)
 {
 	pthread_mutex_lock(&q->lock);
@@ -961,6 +992,10 @@ static int restore_tape(struct restore_src *s, struct restore_dst *d)
 		goto out_free;
 	}
 	while (!rc && (c = rq_next(q, &rc))) {
+		struct rchunk *next = rq_peek(q);
+		prefetch_chunk(s, c); /* queued again only if not in flight already */
+		if (next)
+			prefetch_chunk(s, next);
 		rc = restore_chunk(s, d, c);
 		rq_release(q);
 	}

@@ -99,6 +99,11 @@ struct tier_ops {
 	int (*image_read_iov)(struct tier_image *im, size_t len, uint64_t off,
 			      int (*reply)(void *arg, const struct iovec *iov, int iovcnt),
 			      void *arg);
+	/* Start fetching [off, off+len) in the background (no wait; errors show
+	 * at the read). A reader that prefetches drives fetching itself: the
+	 * image stops reading ahead on its own guess of sequential access.
+	 * May be NULL. */
+	int (*image_prefetch)(struct tier_image *im, uint64_t off, size_t len);
 	/* whence = SEEK_DATA or SEEK_HOLE; returns offset or -ENXIO */
 	int64_t (*image_seek)(struct tier_image *im, uint64_t off, int whence);
 	/* SHA-256 of grain g's block; returns 1 if the grain is all zero (no block), 0 else */

@@ -18,7 +18,9 @@
  * concurrent readers) and shrinks back as pins drop.
  *
  * Read-ahead: a read that starts where the previous one ended schedules the
- * next readahead_bytes as background runs (queued behind demand runs).
+ * next readahead_bytes as background runs (queued behind demand runs). A
+ * reader that knows what it will need (a restore skipping matching grains)
+ * says so with tape_image_prefetch, which turns the guessing off.
  *
  * Readers either copy out (tape_image_read) or borrow the pinned entries
  * (tape_image_read_iov: the FUSE reply is written from the cache itself).
@@ -98,6 +100,7 @@ struct tier_image {
 	struct job *q_head, *q_tail;
 	int stop;
 	uint8_t *zero;	     /* one grain of zeros (holes in iov replies) */
+	bool driven;	     /* the reader prefetches: no automatic read-ahead */
 	uint64_t seq_next;   /* offset a sequential reader reads next */
 	uint64_t ra_next;    /* first grain not yet scheduled for read-ahead */
 	pthread_t workers[MAX_WORKERS];
@@ -580,14 +583,12 @@ out_close:
 
 /* ---- read ---- */
 
-static void schedule_readahead_locked(struct tier_image *im, uint64_t from, struct cache_ent **tmp,
-				      uint32_t tmp_cap)
+/* Queues the missing blocks of grains [from, to) as background runs, at most
+ * tmp_cap of them and never growing the cache; returns the first grain not
+ * looked at. */
+static uint64_t queue_grains_locked(struct tier_image *im, uint64_t from, uint64_t to,
+				   struct cache_ent **tmp, uint32_t tmp_cap)
 {
-	uint64_t to = from + im->ra_grains;
-	if (to > im->m.nr_grains)
-		to = im->m.nr_grains;
-	if (im->ra_next > from)
-		from = im->ra_next;
 	uint32_t n = 0;
 	uint64_t g;
 	for (g = from; g < to && n < tmp_cap; g++) {
@@ -599,15 +600,47 @@ static void schedule_readahead_locked(struct tier_image *im, uint64_t from, stru
 			break;
 		tmp[n++] = e;
 	}
+	if (n) {
+		qsort(tmp, n, sizeof(*tmp), cmp_ent);
+		if (queue_runs_locked(im, tmp, n, 0)) {
+			for (uint32_t i = 0; i < n; i++)
+				cache_drop_locked(im, tmp[i]);
+		}
+	}
+	return g;
+}
+
+static void schedule_readahead_locked(struct tier_image *im, uint64_t from, struct cache_ent **tmp,
+				      uint32_t tmp_cap)
+{
+	uint64_t to = from + im->ra_grains;
+	if (to > im->m.nr_grains)
+		to = im->m.nr_grains;
+	if (im->ra_next > from)
+		from = im->ra_next;
+	uint64_t g = queue_grains_locked(im, from, to, tmp, tmp_cap);
 	if (g > im->ra_next)
 		im->ra_next = g;
-	if (!n)
-		return;
-	qsort(tmp, n, sizeof(*tmp), cmp_ent);
-	if (queue_runs_locked(im, tmp, n, 0)) {
-		for (uint32_t i = 0; i < n; i++)
-			cache_drop_locked(im, tmp[i]);
-	}
+}
+
+int tape_image_prefetch(struct tier_image *im, uint64_t off, size_t len)
+{
+	uint32_t grain = im->m.grain_bytes;
+
+	if (off >= im->m.size_bytes || !len)
+		return 0;
+	if (len > im->m.size_bytes - off)
+		len = (size_t)(im->m.size_bytes - off);
+	uint64_t g0 = off / grain, g1 = (off + len - 1) / grain + 1;
+	struct cache_ent **tmp = malloc((size_t)(g1 - g0) * sizeof(*tmp));
+	if (!tmp)
+		return -ENOMEM;
+	pthread_mutex_lock(&im->lock);
+	im->driven = true; /* the caller knows what it will read: no guessing */
+	queue_grains_locked(im, g0, g1, tmp, (uint32_t)(g1 - g0));
+	pthread_mutex_unlock(&im->lock);
+	free(tmp);
+	return 0;
 }
 
 /* Unpins what chunk_pin pinned (im->lock held). */
@@ -671,7 +704,7 @@ static int chunk_pin(struct tier_image *im, uint64_t g0, uint64_t g1, uint64_t o
 	 * topped up only when less than half the window is left, and then by
 	 * whole runs, so that GETs stay large (run_max blocks). */
 	uint64_t win = im->ra_grains * grain;
-	bool seq = im->ra_grains && im->seq_next != UINT64_MAX && off <= im->seq_next + win &&
+	bool seq = !im->driven && im->ra_grains && im->seq_next != UINT64_MAX && off <= im->seq_next + win &&
 		   off + len + win >= im->seq_next;
 	if (seq) {
 		if (im->ra_next < g1 + 1 + im->ra_grains / 2)

@@ -599,6 +599,7 @@ const struct tier_ops tape_tier_ops = {
 	.image_open = tape_image_open,
 	.image_read = tape_image_read,
 	.image_read_iov = tape_image_read_iov,
+	.image_prefetch = tape_image_prefetch,
 	.image_seek = tape_image_seek,
 	.image_grain_hash = tape_image_grain_hash,
 	.image_verify = tape_image_verify,

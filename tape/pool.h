@@ -102,6 +102,7 @@ int tape_pool_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stat
 /* image.c */
 int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image **out);
 ssize_t tape_image_read(struct tier_image *im, void *buf, size_t len, uint64_t off);
+int tape_image_prefetch(struct tier_image *im, uint64_t off, size_t len);
 int tape_image_read_iov(struct tier_image *im, size_t len, uint64_t off,
 			int (*reply)(void *arg, const struct iovec *iov, int iovcnt), void *arg);
 int64_t tape_image_seek(struct tier_image *im, uint64_t off, int whence);

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
@@ -497,6 +498,49 @@ static void test_corrupt_block_eio(void **state)
 	vol_free(&v);
 }
 
+/* Bytes the backend served while an image read grains g[0..n) one by one,
+ * prefetching each first or not; counted after close (which lets queued
+ * fetches finish). */
+static uint64_t bytes_for_reads(struct ctx *c, const char *manifest, const struct vol *v,
+				const uint64_t *g, int n, bool prefetch)
+{
+	struct tape_mem_stats st0, st1;
+	struct tier_image *im;
+	uint8_t buf[GRAIN];
+
+	assert_int_equal(T->image_open(c->p, manifest, &im), 0);
+	tape_mem_stats_get(c->be, &st0);
+	for (int i = 0; i < n; i++) {
+		if (prefetch)
+			assert_int_equal(T->image_prefetch(im, g[i] * GRAIN, GRAIN), 0);
+		assert_int_equal(T->image_read(im, buf, GRAIN, g[i] * GRAIN), GRAIN);
+		assert_memory_equal(buf, v->data + g[i] * GRAIN, GRAIN);
+	}
+	T->image_close(im);
+	tape_mem_stats_get(c->be, &st1);
+	return st1.bytes_got - st0.bytes_got;
+}
+
+/* A reader that says what it needs (a restore skipping matching grains)
+ * gets those blocks and not the read-ahead's guess around them. */
+static void test_prefetch_turns_readahead_off(void **state)
+{
+	struct ctx *c = *state;
+	struct vol v;
+	struct tier_upload_res r;
+	const uint64_t g[] = {10, 60, 110, 160};
+
+	vol_init(&v, NR * GRAIN);
+	fill_random(v.data, v.size);
+	assert_int_equal(upload(c, &v, "vp", 1, NULL, NULL, &r), 0);
+	uint64_t guessed = bytes_for_reads(c, r.manifest, &v, g, 4, false);
+	uint64_t told = bytes_for_reads(c, r.manifest, &v, g, 4, true);
+	/* 4 blocks plus at most one pack index each (64 entries of 48 bytes) */
+	assert_true(told <= 4 * (GRAIN + 64 * 48 + 512));
+	assert_true(told * 8 < guessed); /* read-ahead fetched the gaps too */
+	vol_free(&v);
+}
+
 static void test_faults_and_cancel(void **state)
 {
 	struct ctx *c = *state;
@@ -569,6 +613,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_repack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_block_eio, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_turns_readahead_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_faults_and_cancel, setup, teardown),
 		cmocka_unit_test(test_file_backend),
 	};
