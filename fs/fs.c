@@ -118,8 +118,7 @@ struct fh {
 	int reply_mode;	     /* ctl: 0 undecided, 1 offsets from 0 (pread), 2 from reply_base */
 	pthread_mutex_t lock; /* ctl: one command at a time per open file */
 	struct fh *prev, *next; /* fs->fh_list */
-	/* the open's reference plus one per read still running after its reply:
-	 * once a read is answered the kernel may release the file at once */
+	/* the open's reference plus one per read in progress (see op_read) */
 	atomic_uint refs;
 };
 
@@ -846,10 +845,8 @@ static int reply_iov(void *arg, const struct iovec *iov, int cnt)
 	return 0;
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
+static void do_read(fuse_req_t req, struct fh *fh, size_t size, off_t off)
 {
-	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 	uint64_t uoff = (uint64_t)off;
 
 	switch (fh->kind) {
@@ -879,15 +876,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			reply_fd(req, fd, fo, size);
 			return;
 		}
-		/* the image unpins its cache after the reply: keep fh (and so
-		 * the image) alive past a release the reply lets through */
-		atomic_fetch_add(&fh->refs, 1);
 		int rc = himg_read_iov(fh->im, size, uoff, reply_iov, req);
-		if (rc != -EOPNOTSUPP && rc < 0)
-			fuse_reply_err(req, -rc);
-		fh_put(fh);
-		if (rc != -EOPNOTSUPP)
+		if (rc != -EOPNOTSUPP) {
+			if (rc < 0)
+				fuse_reply_err(req, -rc);
 			return;
+		}
 		char *buf = get_iobuf(size);
 		if (!buf) {
 			fuse_reply_err(req, ENOMEM);
@@ -917,6 +911,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				       size < fh->text.len - uoff ? size : fh->text.len - uoff);
 		pthread_mutex_unlock(&fh->lock);
 	}
+}
+
+/* Once a read is answered the kernel may release the file at once, while
+ * this thread still has work after the reply (an image unpins its cache, a
+ * text file drops fh->lock): the read holds the handle until it returns. */
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
+
+	atomic_fetch_add(&fh->refs, 1);
+	do_read(req, fh, size, off);
+	fh_put(fh);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
