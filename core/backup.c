@@ -1093,6 +1093,8 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 			src.h->readers--;
 			snprintf(v->row.state, sizeof(v->row.state), "ok");
 			errf(err, errlen, rc, "cannot record the restore: %s", strerror(-rc));
+			if (src.ti) /* its workers would outlive the command */
+				e->tier->image_close(src.ti);
 			goto out_unlock;
 		}
 	}
