@@ -58,6 +58,8 @@ now_ns() { date +%s%N; }
 secs() { awk -v a="$1" -v b="${2:-$(now_ns)}" 'BEGIN {printf "%.3f", (b - a) / 1e9}'; }
 # calc EXPR: floating-point arithmetic (awk syntax)
 calc() { awk "BEGIN {printf \"%.${2:-2}f\", $1}"; }
+# best "t1 t2 ...": the smallest of a list of times (rounds of one transfer)
+best() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | head -n1; }
 # verdict OK?: "met" / "**missed**"
 verdict() { if awk "BEGIN {exit !($1)}"; then echo met; else echo "**missed**"; fi; }
 

@@ -108,7 +108,6 @@ aws --endpoint-url "$S3_EP" s3 cp --quiet "$BV" "s3://$S3_BUCKET/aws/img"
 # runs: the tape restore and the curl GETs run ROUNDS times, interleaved,
 # and the best of each is compared (all times are in the report)
 ROUNDS=3
-best() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | head -n1; }
 TAPE_ALL="" CURL_GET_ALL="" TAPE_CMP=identical
 for r in $(seq "$ROUNDS"); do
 	log "overwriting db with new random data (round $r)"

@@ -69,7 +69,6 @@ uploaded() { bpy metric "$MNT" acmfs_tape_bytes_uploaded_total; }
 # measured ROUNDS times, acmfs and its peer interleaved, and the best of
 # each is compared (every time is listed in the report).
 ROUNDS=3
-best() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | head -n1; }
 
 # ------------------------------------------------------------------ S3 upload
 # each round uploads to a fresh pool (a prefix of its own): nothing to dedup
