@@ -28,6 +28,11 @@
 #include "backend.h"
 #include "format.h"
 
+/* Grains an upload worker claims at once, which then lie back to back in a
+ * pack; also the largest ranged GET of an image read (image.c). Large,
+ * since an object store charges per request. */
+#define TAPE_RUN_BYTES (16u << 20)
+
 enum pool_pack_state { PACK_GONE = 0, PACK_PENDING, PACK_STORED, PACK_DOOMED };
 
 struct pool_pack {
@@ -55,7 +60,7 @@ struct tier_pool {
 	uint64_t pack_bytes;	 /* target pack size (pack_mb=, default 32 MiB) */
 	unsigned threads;	 /* upload/read-ahead workers (threads=, default 4) */
 	uint64_t cache_bytes;	 /* per-image block cache (cache_mb=, default 64 MiB) */
-	uint64_t readahead_bytes;/* read-ahead window (readahead_mb=, default 16 MiB) */
+	uint64_t readahead_bytes;/* read-ahead window (readahead_mb=, default 64 MiB) */
 
 	pthread_mutex_t gc_lock;
 	pthread_mutex_t lock;

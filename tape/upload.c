@@ -1,27 +1,40 @@
 /*
  * upload.c — store one tape history: packs first, manifest last.
  *
- * Workers (pool->threads) claim runs of UPLOAD_CHUNK grains. For a grain the
- * `changed` bitmap marks (every grain without a usable parent) a worker reads
- * it through req->src, skips it if all zero, hashes it and looks the hash up
- * in the pool's block table; an unknown block is appended to the upload's
- * open pack. The worker that finds the open pack full detaches it and PUTs it
- * itself, so at most `threads` packs are in flight. Unchanged grains copy the
- * parent manifest's reference. Once every pack is stored the manifest is
- * written; only then does the history exist.
+ * Workers (pool->threads) claim runs of TAPE_RUN_BYTES worth of grains (or a
+ * pack's worth, if packs are smaller). For a
+ * grain the `changed` bitmap marks (every grain without a usable parent) a
+ * worker reads it through req->src into its own staging buffer, skips it if
+ * all zero and hashes it; unchanged grains copy the parent manifest's
+ * reference. At the end of a claim the worker takes pool->lock once for the
+ * whole batch: each hash is looked up in the pool's block table (dedup) and
+ * every unknown block gets the next free slot of the upload's open pack. The
+ * bytes are copied into the pack after the lock is dropped.
+ *
+ * So the blocks of one claim lie back to back in a pack, in grain order, and
+ * a reader of the image fetches a claim with one ranged GET (image.c). (Were
+ * blocks appended one at a time by several workers, the pack would hold them
+ * interleaved and a sequential read would need a GET per block.)
+ *
+ * A pack that has no room left is detached from the upload; the last worker
+ * to finish copying into it seals and PUTs it, so at most `threads` packs are
+ * in flight. Once every pack is stored the manifest is written; only then
+ * does the history exist.
  *
  * References held while running: every pack the upload points into is
  * pinned (pool->packs[].pins), so this process's collector leaves it alone.
  * On failure or cancel the packs still PENDING are forgotten; packs already
  * stored stay (other uploads may share them) and become gc's to reclaim.
  *
- * Locking: pool->lock around the block table, the open pack and the pin
- * bookkeeping; never across read_grain, hashing or a PUT.
+ * Locking: pool->lock around the block table, the open pack's slots and
+ * writer count, and the pin bookkeeping; never across read_grain, hashing,
+ * copying block bytes or a PUT.
  */
 #include "log.h"
 #include "pool.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,14 +43,16 @@
 
 #include <openssl/rand.h>
 
-#define UPLOAD_CHUNK 64u /* grains claimed at once: keeps pack order ≈ grain order */
+#define UPLOAD_SPARE_BUFS 4
 
 struct open_pack {
-	uint32_t no;	/* pool pack number */
-	uint8_t *buf;	/* header + blocks, then index + trailer at seal */
-	size_t len;	/* bytes of header + blocks */
+	uint32_t no;	  /* pool pack number */
+	uint8_t *buf;	  /* header + blocks, then index + trailer at seal */
+	size_t len;	  /* bytes of header + blocks (slots handed out) */
 	size_t data_cap;
 	size_t buf_cap;
+	uint32_t writers; /* workers copying into handed-out slots; under p->lock */
+	bool detached;	  /* full: no new slots; the last writer stores it */
 };
 
 struct upload {
@@ -56,7 +71,29 @@ struct upload {
 	uint8_t *pinned;	   /* per pool pack: pinned by us; protected by p->lock */
 	uint32_t pinned_cap;
 	char errmsg[160];	   /* first failure; protected by p->lock */
+	/* pack buffers kept for the next pack: memory the system hands out anew
+	 * costs a page fault per 4 KiB (32 MiB: 8192 of them); under p->lock */
+	uint8_t *spare_buf[UPLOAD_SPARE_BUFS];
+	unsigned nr_spare_buf;
 };
+
+/* Returns a pack buffer to the spares (or frees it); takes p->lock. */
+static void pack_buf_put(struct upload *u, uint8_t *buf)
+{
+	pthread_mutex_lock(&u->p->lock);
+	if (u->nr_spare_buf < UPLOAD_SPARE_BUFS) {
+		u->spare_buf[u->nr_spare_buf++] = buf;
+		buf = NULL;
+	}
+	pthread_mutex_unlock(&u->p->lock);
+	free(buf);
+}
+
+static void open_pack_free(struct upload *u, struct open_pack *op)
+{
+	pack_buf_put(u, op->buf);
+	free(op);
+}
 
 static void upload_fail(struct upload *u, int rc, const char *what)
 {
@@ -98,12 +135,12 @@ static int open_pack_new_locked(struct upload *u, struct open_pack **out)
 	if (!op)
 		return -ENOMEM;
 	uint32_t grain = u->req->grain_bytes;
-	op->data_cap = p->pack_bytes;
-	if (op->data_cap < TAPE_PACK_HEADER_BYTES + grain)
-		op->data_cap = TAPE_PACK_HEADER_BYTES + grain;
+	/* pack_bytes of blocks (a whole number of claims) after the header */
+	size_t slots = p->pack_bytes / grain ? p->pack_bytes / grain : 1;
+	op->data_cap = TAPE_PACK_HEADER_BYTES + slots * grain;
 	size_t max_blocks = (op->data_cap - TAPE_PACK_HEADER_BYTES) / grain;
 	op->buf_cap = op->data_cap + max_blocks * TAPE_PACK_ENTRY_BYTES + TAPE_PACK_TRAILER_BYTES;
-	op->buf = malloc(op->buf_cap);
+	op->buf = u->nr_spare_buf ? u->spare_buf[--u->nr_spare_buf] : malloc(op->buf_cap);
 	if (!op->buf) {
 		free(op);
 		return -ENOMEM;
@@ -164,72 +201,115 @@ static int open_pack_store(struct upload *u, struct open_pack *op)
 	} else {
 		upload_fail(u, rc, "storing a pack");
 	}
-	free(op->buf);
-	free(op);
+	open_pack_free(u, op);
 	return rc;
 }
 
-/* Records a non-zero block for grain g: dedup or append. */
-static int upload_block(struct upload *u, uint64_t g, const uint8_t *data, const uint8_t hash[32])
+/* One claim's hashed blocks, waiting to be placed. */
+struct batch {
+	uint8_t *data;		/* n blocks of grain bytes */
+	uint8_t (*hash)[32];
+	uint64_t *grain;	/* grain number of each block */
+	size_t *dst;		/* pack offset a block is copied to, or SIZE_MAX */
+	uint32_t n;
+};
+
+/* Places blocks [i, n) of a batch: a reference to a block the pool (or this
+ * upload) already holds, or the next slot of the open pack, until the pack is
+ * full. Returns the first block not placed; *op_out is the pack the slots are
+ * in (its writer count raised) or NULL. */
+static uint32_t place_locked(struct upload *u, struct batch *bt, uint32_t i,
+			     struct open_pack **op_out, int *rc)
 {
 	struct tier_pool *p = u->p;
 	uint32_t len = u->req->grain_bytes;
-	int rc = 0;
-	pthread_mutex_lock(&p->lock);
-	for (;;) {
+	struct open_pack *op = u->open;
+
+	*op_out = NULL;
+	*rc = 0;
+	if (!op) {
+		*rc = open_pack_new_locked(u, &u->open);
+		if (*rc)
+			return i;
+		op = u->open;
+	}
+	for (; i < bt->n; i++) {
+		const uint8_t *hash = bt->hash[i];
+		struct tape_ref *r = &u->refs[bt->grain[i]];
 		struct blk_slot *s = pool_bidx_lookup_locked(p, hash);
+		bt->dst[i] = SIZE_MAX;
 		if (s) {
 			struct pool_pack *pk = &p->packs[s->pack];
 			if (pk->state == PACK_STORED ||
 			    (pk->state == PACK_PENDING && pk->owner == u->id)) {
-				rc = pin_locked(u, s->pack);
-				if (rc)
+				*rc = pin_locked(u, s->pack);
+				if (*rc)
 					break;
-				struct tape_ref *r = &u->refs[g];
 				r->pack = s->pack;
 				r->len = pk->ents[s->ent].len;
 				r->off = pk->ents[s->ent].off;
 				memcpy(r->prefix, hash, 8);
-				break;
+				continue;
 			}
 			/* another upload's pending or a doomed pack: store our own copy */
 		}
-		struct open_pack *op = u->open;
-		if (op && op->len + len <= op->data_cap) {
-			struct pool_pack *pk = &p->packs[op->no];
-			struct tape_pack_entry e = {.off = op->len, .len = len, .flags = 0};
-			memcpy(e.hash, hash, 32);
-			rc = pool_pack_append_ent_locked(pk, &e);
-			if (rc)
-				break;
-			if (!s)
-				rc = pool_bidx_insert_locked(p, op->no, pk->nr_ents - 1);
-			if (rc)
-				break;
-			memcpy(op->buf + op->len, data, len);
-			op->len += len;
-			struct tape_ref *r = &u->refs[g];
-			r->pack = op->no;
-			r->len = len;
-			r->off = e.off;
-			memcpy(r->prefix, hash, 8);
-			atomic_fetch_add(&u->blocks_new, 1);
-			break;
-		}
-		if (op) {
+		if (op->len + len > op->data_cap) {
+			op->detached = true;
 			u->open = NULL;
-			pthread_mutex_unlock(&p->lock);
-			rc = open_pack_store(u, op);
-			pthread_mutex_lock(&p->lock);
-			if (rc)
-				break;
-			continue;
-		}
-		rc = open_pack_new_locked(u, &u->open);
-		if (rc)
 			break;
+		}
+		struct pool_pack *pk = &p->packs[op->no];
+		struct tape_pack_entry e = {.off = op->len, .len = len, .flags = 0};
+		memcpy(e.hash, hash, 32);
+		*rc = pool_pack_append_ent_locked(pk, &e);
+		if (!*rc && !s)
+			*rc = pool_bidx_insert_locked(p, op->no, pk->nr_ents - 1);
+		if (*rc)
+			break;
+		bt->dst[i] = op->len;
+		op->len += len;
+		r->pack = op->no;
+		r->len = len;
+		r->off = e.off;
+		memcpy(r->prefix, hash, 8);
+		atomic_fetch_add(&u->blocks_new, 1);
 	}
-	pthread_mutex_unlock(&p->lock);
+	op->writers++;
+	*op_out = op;
+	return i;
+}
+
+/* Dedups a claim's blocks and copies the new ones into packs. */
+static int upload_batch(struct upload *u, struct batch *bt)
+{
+	struct tier_pool *p = u->p;
+	uint32_t len = u->req->grain_bytes;
+	int rc = 0;
+
+	for (uint32_t i = 0; i < bt->n && !rc;) {
+		struct open_pack *op;
+		pthread_mutex_lock(&p->lock);
+		uint32_t j = place_locked(u, bt, i, &op, &rc);
+		pthread_mutex_unlock(&p->lock);
+		if (!op)
+			break;
+		for (uint32_t k = i; k < j; k++)
+			if (bt->dst[k] != SIZE_MAX)
+				memcpy(op->buf + bt->dst[k], bt->data + (size_t)k * len, len);
+		pthread_mutex_lock(&p->lock);
+		bool store = --op->writers == 0 && op->detached;
+		pthread_mutex_unlock(&p->lock);
+		if (store) {
+			if (atomic_load(&u->err)) {
+				open_pack_free(u, op);
+			} else {
+				int src = open_pack_store(u, op);
+				if (src && !rc)
+					rc = src;
+			}
+		}
+		i = j;
+	}
 	return rc;
 }
 
@@ -244,25 +324,35 @@ static void *upload_worker(void *arg)
 {
 	struct upload *u = arg;
 	const struct tier_upload_req *req = u->req;
-	uint8_t *buf = malloc(req->grain_bytes);
-	uint8_t hash[32];
-	if (!buf) {
+	uint32_t grain = req->grain_bytes;
+	/* a claim fills at most one pack (all of it when nothing dedups) */
+	uint64_t run = TAPE_RUN_BYTES < u->p->pack_bytes ? TAPE_RUN_BYTES : u->p->pack_bytes;
+	uint64_t claim = run / grain ? run / grain : 1;
+	struct batch bt = {
+		.data = malloc((size_t)claim * grain),
+		.hash = malloc((size_t)claim * sizeof(*bt.hash)),
+		.grain = malloc((size_t)claim * sizeof(*bt.grain)),
+		.dst = malloc((size_t)claim * sizeof(*bt.dst)),
+	};
+	if (!bt.data || !bt.hash || !bt.grain || !bt.dst) {
 		upload_fail(u, -ENOMEM, "allocating");
-		return NULL;
+		goto out_free;
 	}
 	for (;;) {
-		uint64_t start = atomic_fetch_add(&u->next, UPLOAD_CHUNK);
+		uint64_t start = atomic_fetch_add(&u->next, claim);
 		if (start >= u->nr_grains || atomic_load(&u->err))
 			break;
-		uint64_t end = start + UPLOAD_CHUNK;
+		uint64_t end = start + claim;
 		if (end > u->nr_grains)
 			end = u->nr_grains;
-		for (uint64_t g = start; g < end; g++) {
+		int rc = 0;
+		bt.n = 0;
+		for (uint64_t g = start; g < end && !rc; g++) {
 			if (atomic_load(&u->err))
-				break;
+				goto out_free;
 			if (req->cancel && atomic_load(req->cancel)) {
 				upload_fail(u, -ECANCELED, "cancelled");
-				break;
+				goto out_free;
 			}
 			struct tape_ref *r = &u->refs[g];
 			if (!grain_changed(u, g)) {
@@ -270,30 +360,39 @@ static void *upload_worker(void *arg)
 				if (r->pack != TAPE_ZERO_PACK)
 					r->pack = u->parent_map[r->pack];
 			} else {
-				int rc = req->src.read_grain(req->src.arg, g, buf);
+				uint8_t *buf = bt.data + (size_t)bt.n * grain;
+				rc = req->src.read_grain(req->src.arg, g, buf);
 				atomic_fetch_add(&u->grains_read, 1);
 				if (rc) {
 					upload_fail(u, rc < 0 ? rc : -EIO, "reading the volume");
-					break;
+					goto out_free;
 				}
-				if (tape_is_zero(buf, req->grain_bytes)) {
+				if (tape_is_zero(buf, grain)) {
 					memset(r, 0, sizeof(*r));
 					r->pack = TAPE_ZERO_PACK;
 				} else {
-					rc = tape_sha256(buf, req->grain_bytes, hash);
-					if (!rc)
-						rc = upload_block(u, g, buf, hash);
-					if (rc) {
-						upload_fail(u, rc, "storing a block");
-						break;
-					}
+					rc = tape_sha256(buf, grain, bt.hash[bt.n]);
+					bt.grain[bt.n++] = g;
+					continue; /* counted done once placed */
 				}
 			}
 			if (req->done_grains)
 				atomic_fetch_add(req->done_grains, 1);
 		}
+		if (!rc)
+			rc = upload_batch(u, &bt);
+		if (rc) {
+			upload_fail(u, rc, "storing a block");
+			break;
+		}
+		if (req->done_grains)
+			atomic_fetch_add(req->done_grains, bt.n);
 	}
-	free(buf);
+out_free:
+	free(bt.data);
+	free(bt.hash);
+	free(bt.grain);
+	free(bt.dst);
 	return NULL;
 }
 
@@ -480,9 +579,10 @@ int tape_pool_upload(struct tier_pool *p, const struct tier_upload_req *req,
 	if (op && !atomic_load(&u.err)) {
 		open_pack_store(&u, op);
 	} else if (op) {
-		free(op->buf);
-		free(op);
+		open_pack_free(&u, op);
 	}
+	while (u.nr_spare_buf)
+		free(u.spare_buf[--u.nr_spare_buf]);
 
 	rc = atomic_load(&u.err);
 	if (rc) {

@@ -541,6 +541,38 @@ static void test_prefetch_turns_readahead_off(void **state)
 	vol_free(&v);
 }
 
+/* Several workers upload at once, yet each pack holds its blocks in grain
+ * order, so a sequential read of the image costs a few GETs per pack, not
+ * one per block (blocks appended one by one by several workers would lie
+ * interleaved). */
+static void test_sequential_read_gets_per_pack(void **state)
+{
+	struct ctx *c = *state;
+	struct vol v;
+	struct tier_upload_res r;
+	struct tape_mem_stats st0, st1;
+	struct tier_image *im;
+	uint8_t buf[16 * GRAIN];
+
+	vol_init(&v, NR * GRAIN);
+	fill_random(v.data, v.size);
+	assert_int_equal(upload(c, &v, "vs", 1, NULL, NULL, &r), 0);
+	int packs = count_objects(c, "packs/");
+	assert_int_equal(packs, NR * GRAIN / (256 * 1024)); /* pack_kb=256, no dedup */
+	assert_int_equal(T->image_open(c->p, r.manifest, &im), 0);
+	tape_mem_stats_get(c->be, &st0);
+	for (uint64_t off = 0; off < v.size; off += sizeof(buf)) {
+		assert_int_equal(T->image_read(im, buf, sizeof(buf), off), sizeof(buf));
+		assert_memory_equal(buf, v.data + off, sizeof(buf));
+	}
+	T->image_close(im);
+	tape_mem_stats_get(c->be, &st1);
+	/* per pack: its index (HEAD + GET) and its blocks in one or two runs */
+	assert_true(st1.gets - st0.gets <= 3u * (unsigned)packs);
+	assert_true(st1.bytes_got - st0.bytes_got < v.size + v.size / 8);
+	vol_free(&v);
+}
+
 static void test_faults_and_cancel(void **state)
 {
 	struct ctx *c = *state;
@@ -614,6 +646,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gc_repack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_block_eio, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_turns_readahead_off, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sequential_read_gets_per_pack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_faults_and_cancel, setup, teardown),
 		cmocka_unit_test(test_file_backend),
 	};
