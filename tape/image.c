@@ -3,7 +3,7 @@
  *
  * offset → grain by division, grain → block by the manifest's reference
  * array (no scans). Blocks are fetched by worker threads as runs: blocks of
- * one pack that sit back to back become one ranged GET (at most RUN_BYTES).
+ * one pack that sit back to back become one ranged GET (at most TAPE_RUN_BYTES).
  * A run streams straight into its cache entries (tape_getv scatters the body
  * over them); each block is hashed as soon as its last byte arrives and is
  * READY from then on, so a reader waits for its block, not for the run.
@@ -17,8 +17,9 @@
  * past its bound temporarily instead of blocking (no deadlock between
  * concurrent readers) and shrinks back as pins drop.
  *
- * Read-ahead: a read that starts where the previous one ended schedules the
- * next readahead_bytes as background runs (queued behind demand runs). A
+ * Read-ahead: a read that starts where the previous one ended keeps the
+ * next readahead_bytes scheduled as background runs (queued behind demand
+ * runs), in whole aligned runs so that each is one large GET. A
  * reader that knows what it will need (a restore skipping matching grains)
  * says so with tape_image_prefetch, which turns the guessing off.
  *
@@ -43,7 +44,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RUN_BYTES   (16u << 20) /* one ranged GET at most: large, since S3 costs per request */
 #define MAX_RUN     1024	     /* blocks in one GET (struct job's arrays) */
 #define CHUNK_BYTES (8u << 20)
 #define MAX_WORKERS 16
@@ -83,6 +83,7 @@ struct tier_image {
 	uint32_t run_max;   /* blocks per GET */
 	uint64_t chunk_grains;
 	uint64_t ra_grains;
+	uint64_t ra_step;    /* read-ahead grows by this many grains: run_max, or less for a small window */
 	uint64_t miss_cap;   /* entries in a read's miss array (≥ one read-ahead batch) */
 
 	pthread_mutex_t idx_lock;
@@ -544,13 +545,14 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 	}
 	im->pidx = calloc(im->m.nr_packs + 1, sizeof(*im->pidx));
 	uint32_t grain = im->m.grain_bytes;
-	im->run_max = RUN_BYTES / grain;
+	im->run_max = TAPE_RUN_BYTES / grain;
 	if (im->run_max < 1)
 		im->run_max = 1;
 	if (im->run_max > MAX_RUN)
 		im->run_max = MAX_RUN;
 	im->chunk_grains = CHUNK_BYTES / grain ? CHUNK_BYTES / grain : 1;
 	im->ra_grains = p->readahead_bytes / grain;
+	im->ra_step = im->ra_grains < im->run_max ? (im->ra_grains ? im->ra_grains : 1) : im->run_max;
 	im->miss_cap = (im->chunk_grains > im->ra_grains ? im->chunk_grains : im->ra_grains) + 1;
 	im->cap_ents = p->cache_bytes / grain;
 	/* read-ahead must never evict what it fetched before the reader gets to it */
@@ -610,14 +612,19 @@ static uint64_t queue_grains_locked(struct tier_image *im, uint64_t from, uint64
 	return g;
 }
 
+/* Read-ahead is scheduled in whole runs that end on a multiple of run_max
+ * grains: an upload lays each claim of run_max grains back to back in a pack
+ * (upload.c), so aligned windows become GETs of run_max blocks. */
 static void schedule_readahead_locked(struct tier_image *im, uint64_t from, struct cache_ent **tmp,
 				      uint32_t tmp_cap)
 {
-	uint64_t to = from + im->ra_grains;
+	uint64_t to = (from + im->ra_grains) / im->ra_step * im->ra_step;
 	if (to > im->m.nr_grains)
 		to = im->m.nr_grains;
 	if (im->ra_next > from)
 		from = im->ra_next;
+	if (from >= to)
+		return;
 	uint64_t g = queue_grains_locked(im, from, to, tmp, tmp_cap);
 	if (g > im->ra_next)
 		im->ra_next = g;
@@ -701,13 +708,14 @@ static int chunk_pin(struct tier_image *im, uint64_t g0, uint64_t g1, uint64_t o
 	}
 	/* Sequential: near where the last reads ended (FUSE may deliver a
 	 * sequential reader's requests slightly out of order). Read-ahead is
-	 * topped up only when less than half the window is left, and then by
-	 * whole runs, so that GETs stay large (run_max blocks). */
+	 * topped up as soon as a whole run fits in the window again, so about
+	 * ra_grains / run_max GETs of run_max blocks stay in flight. */
 	uint64_t win = im->ra_grains * grain;
 	bool seq = !im->driven && im->ra_grains && im->seq_next != UINT64_MAX && off <= im->seq_next + win &&
 		   off + len + win >= im->seq_next;
 	if (seq) {
-		if (im->ra_next < g1 + 1 + im->ra_grains / 2)
+		uint64_t next = im->ra_next > g1 + 1 ? im->ra_next : g1 + 1;
+		if (next + im->ra_step <= g1 + 1 + im->ra_grains || next + im->ra_step > im->m.nr_grains)
 			schedule_readahead_locked(im, g1 + 1, miss, (uint32_t)im->miss_cap);
 		if (off + len > im->seq_next)
 			im->seq_next = off + len;

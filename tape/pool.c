@@ -475,7 +475,7 @@ int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tie
 	    opt_u64(opts, "pack_kb", 0, 1, 4u << 20, &pack_kb) ||
 	    opt_u64(opts, "threads", 4, 1, 64, &threads) ||
 	    opt_u64(opts, "cache_mb", 64, 1, 1u << 20, &cache_mb) ||
-	    opt_u64(opts, "readahead_mb", 32, 0, 4096, &ra_mb)) {
+	    opt_u64(opts, "readahead_mb", 64, 0, 4096, &ra_mb)) {
 		snprintf(err, errlen, "bad pool option (pack_mb, threads, cache_mb, readahead_mb)");
 		return -EINVAL;
 	}
