@@ -116,6 +116,8 @@ int himg_read_iov(struct himg *im, size_t len, uint64_t off,
 		  int (*reply)(void *arg, const struct iovec *iov, int iovcnt), void *arg);
 int64_t himg_seek(struct himg *im, uint64_t off, int whence);
 uint64_t himg_size(const struct himg *im);
+/* Whether the image is read from the tape tier (HIMG_BEST resolved). */
+bool himg_from_tape(const struct himg *im);
 void himg_close(struct himg *im);
 /* rm disk.img / tape.img / rmdir: histdel of one version and media */
 int vol_histdel_version(struct vol *v, uint64_t version, bool disk, bool tape);

@@ -579,6 +579,11 @@ uint64_t himg_size(const struct himg *im)
 	return im->size;
 }
 
+bool himg_from_tape(const struct himg *im)
+{
+	return im->kind == HIMG_TAPE;
+}
+
 ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 {
 	struct vol *v = im->v;

@@ -27,6 +27,9 @@
 
 #define LOG_PREFIX "fs"
 
+/* largest read or write the kernel sends in one request (FUSE_MAX_PAGES) */
+#define FS_MAX_IO (1024 * 1024)
+
 enum kind {
 	K_NONE,
 	K_VOLDIR,
@@ -295,8 +298,12 @@ static int do_getattr(struct fs *fs, fuse_ino_t ino, struct stat *st)
 			fill_attr(fs, ino, dmode(fs), 0, he.date, st);
 		else if (p.kind == K_VINFO)
 			fill_attr(fs, ino, rmode(fs), 0, he.date, st);
-		else
+		else {
 			fill_attr(fs, ino, rmode(fs), vol_size(v), he.date, st);
+			/* cp and friends read st_blksize at a time: one FUSE read
+			 * of the largest size the kernel sends */
+			st->st_blksize = FS_MAX_IO;
+		}
 		break;
 	default:
 		rc = -ENOENT;
@@ -739,7 +746,16 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			       &fh->im);
 		if (rc)
 			goto out;
-		fi->keep_cache = 1; /* a history image never changes */
+		/* A history image never changes: the kernel may cache a disk
+		 * image's pages. A tape image bypasses the page cache: the tier
+		 * keeps its own cache of verified blocks, and each new page-cache
+		 * page would cost the reader a page allocation (and, in a VM, often
+		 * a fault to the host) on top of the copy. Such a file cannot be
+		 * mmap'd (read it with read/pread, as cp, dd and qemu-img do). */
+		if (himg_from_tape(fh->im))
+			fi->direct_io = 1;
+		else
+			fi->keep_cache = 1;
 		break;
 	default: {
 		enum render_what w = render_of(kind);
@@ -1126,8 +1142,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fs *fs = userdata;
 
-	conn->max_write = 1024 * 1024;
-	conn->max_readahead = 1024 * 1024;
+	conn->max_write = FS_MAX_IO;
+	conn->max_readahead = FS_MAX_IO;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	if (fs->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
