@@ -43,7 +43,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # ---------------------------------------------------------------- packages
 # Each is needed for a reason; the README's dependency list says which.
 PKGS=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
-	libsqlite3-dev sqlite3 libcmocka-dev libcurl4-openssl-dev libssl-dev
+	libsqlite3-dev sqlite3 libcmocka-dev libcurl4-openssl-dev libssl-dev libisal-dev
 	python3 python3-pytest e2fsprogs util-linux fio awscli nodejs npm
 	scdoc valgrind libclang-rt-14-dev)
 

@@ -5,15 +5,20 @@ daemon's tape tier through a mount). The proxy sits between the client and a
 loopback S3 server (npm s3rver, which does not verify V4 signatures itself):
 
   * every request's AWS SigV4 signature and payload hash is recomputed with
-    the secret below; a mismatch is answered 403 SignatureDoesNotMatch and
-    counted in Faults.bad_signatures;
+    the secret below, and a PUT's x-amz-checksum-crc32 (required when the
+    payload is unsigned, as S3 itself would check it) against its body; a
+    mismatch is answered 403 SignatureDoesNotMatch and counted in
+    Faults.bad_signatures;
   * faults are injected on demand (Faults.queue for the next requests in
     order, Faults.always for every request): "503" (SlowDown), "500"
     (InternalError), "reset" (connection shut before any response),
-    "truncate" (a GET body cut in half, then the connection shut).
+    "truncate" (a GET body cut in half, then the connection shut),
+    "corrupt" (a bit of a PUT body flipped on the way: the checksum check
+    answers 400 BadDigest, as S3 does).
 
 Loopback only (127.0.0.1).
 """
+import base64
 import hashlib
 import hmac
 import http.client
@@ -21,6 +26,7 @@ import http.server
 import socket
 import threading
 import time
+import zlib
 
 KEY_ID = SECRET = "S3RVER"
 
@@ -53,6 +59,7 @@ class Faults:
         self.applied = []
         self.requests = 0
         self.bad_signatures = 0
+        self.bad_digests = 0   # checksums that did not match an uncorrupted body
 
     def reset(self):
         with self.lock:
@@ -88,6 +95,15 @@ def sigv4_check(method, raw_path, headers, body):
         return "no x-amz-content-sha256"
     if payload != "UNSIGNED-PAYLOAD" and payload != hashlib.sha256(body).hexdigest():
         return "payload hash mismatch"
+    crc = headers.get("x-amz-checksum-crc32")
+    if crc is not None:
+        if "x-amz-checksum-crc32" not in signed:
+            return "x-amz-checksum-crc32 not signed"
+        want = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+        if crc != want:
+            return "BadDigest"
+    elif method == "PUT" and payload == "UNSIGNED-PAYLOAD":
+        return "unsigned PUT without x-amz-checksum-crc32"
     path, _, query = raw_path.partition("?")
     qs = sorted(tuple(kv.split("=", 1)) if "=" in kv else (kv, "")
                 for kv in query.split("&") if kv)
@@ -127,13 +143,21 @@ def make_proxy(upstream_port, faults):
         def _handle(self):
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else b""
+            mode = faults.next(self.command)
+            if mode == "corrupt" and self.command == "PUT" and body:
+                flipped = bytearray(body)      # one bit changed on the way
+                flipped[len(body) // 2] ^= 0x10
+                body = bytes(flipped)
             why = sigv4_check(self.command, self.path, self.headers, body)
+            if why == "BadDigest":             # what S3 answers a wrong checksum
+                if mode != "corrupt":
+                    faults.bad_digests += 1
+                return self._reply(400, b"<Error><Code>BadDigest</Code></Error>")
             if why:
                 faults.bad_signatures += 1
                 err = ("<Error><Code>SignatureDoesNotMatch</Code><Message>%s</Message>"
                        "</Error>" % why).encode()
                 return self._reply(403, err)
-            mode = faults.next(self.command)
             if mode == "reset":
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)

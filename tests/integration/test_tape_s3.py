@@ -9,11 +9,10 @@ awscli is the independent client: it lists what a backup stored and
 downloads the objects, and tape/tools/restore-from-pool.py (following
 docs/tape-format.md only) rebuilds the image from them byte for byte.
 
-Needs: the acmfs-tapectl binary (env ACMFS_TAPECTL, or BUILD_DIR/tape/,
-or build*/tape/ under the repository), node/npm, awscli.
+Needs: the acmfs-tapectl binary (env ACMFS_TAPECTL, else the one in the
+build under test, ACMFS_BUILD/tape/), node/npm, awscli.
 Run: /usr/bin/python3 -m pytest tests/integration/test_tape_s3.py
 """
-import glob
 import os
 import random
 import shutil
@@ -32,17 +31,13 @@ BUCKET = "acmfs-test"
 GRAIN = 65536
 
 
-def find_tapectl():
-    cands = []
-    if os.environ.get("ACMFS_TAPECTL"):
-        cands.append(os.environ["ACMFS_TAPECTL"])
-    if os.environ.get("BUILD_DIR"):
-        cands.append(os.path.join(os.environ["BUILD_DIR"], "tape", "acmfs-tapectl"))
-    cands += sorted(glob.glob(os.path.join(REPO, "build*", "tape", "acmfs-tapectl")))
-    for c in cands:
-        if os.access(c, os.X_OK):
-            return c
-    pytest.skip("acmfs-tapectl not built (set ACMFS_TAPECTL or BUILD_DIR)")
+def find_tapectl(build_dir):
+    """ACMFS_TAPECTL, else the one of the build under test (ACMFS_BUILD):
+    never another build directory's, which may be stale."""
+    c = os.environ.get("ACMFS_TAPECTL") or str(build_dir / "tape" / "acmfs-tapectl")
+    if not os.access(c, os.X_OK):
+        pytest.fail(f"{c} does not exist: build it first (scripts/setup.sh)")
+    return c
 
 
 def s3rver_bin():
@@ -157,8 +152,8 @@ def make_image(path, nr_grains, seed):
 
 
 @pytest.fixture
-def tapectl():
-    return find_tapectl()
+def tapectl(build_dir):
+    return find_tapectl(build_dir)
 
 
 def files_equal(a, b):
@@ -253,6 +248,29 @@ def test_transient_faults_are_retried(s3, tapectl, tmp_path):
     pool.run("read", r["manifest"], str(out))
     assert files_equal(out, img)
     assert {"503", "500", "reset", "truncate"} <= set(f.applied)
+
+
+def test_put_corrupted_on_the_way_is_refused_and_sent_again(s3, tapectl, tmp_path):
+    """A PUT carries a signed CRC-32 of its body (x-amz-checksum-crc32); the
+    server recomputes it, so a pack damaged in transit is refused (400
+    BadDigest) instead of stored, and the backend sends it again."""
+    pool = Pool(s3, "t8", tapectl)
+    img = tmp_path / "img"
+    make_image(img, 40, 8)
+    f = s3["faults"]
+    digests = f.bad_digests
+    f.methods = {"PUT"}
+    f.queue = ["corrupt", None, "corrupt"]
+    try:
+        r = pool.upload(str(img), "vc", 1)
+        assert f.applied.count("corrupt") == 2
+    finally:
+        f.reset()
+    assert f.bad_digests == digests        # every intact body matched its CRC
+    out = tmp_path / "out"
+    pool.run("read", r["manifest"], str(out))
+    assert files_equal(out, img)
+    assert pool.run("verify", r["manifest"]).stdout.strip() == "bad_grains=0"
 
 
 def test_persistent_faults_fail_without_manifest(s3, tapectl, tmp_path):
