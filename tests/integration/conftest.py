@@ -58,6 +58,20 @@ SANITIZER_PATTERNS = (
 ASAN_MODULE_RE = re.compile(r"^test_(backup|datapath)")
 
 
+
+def retry_busy(fn, timeout=5.0):
+    """fn(), retried while it raises EBUSY, for a moment: FUSE sends RELEASE
+    asynchronously after close(2), so a command that needs a file closed may
+    see it open just after the close."""
+    deadline = time.monotonic() + timeout * TIME_SCALE
+    while True:
+        try:
+            return fn()
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "asan: also run in the ASan/UBSan pass of scripts/run-tests")

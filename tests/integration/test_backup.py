@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TIME_SCALE
+from conftest import TIME_SCALE, retry_busy
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -47,19 +47,6 @@ def run(*argv, check=True, timeout=120, **kw):
         raise AssertionError(f"{' '.join(map(str, argv))} -> {r.returncode}:"
                              f"\n{r.stdout}")
     return r
-
-
-def retry_busy(fn, timeout=5.0):
-    """FUSE sends RELEASE asynchronously after close(2): a command that needs
-    a file closed may see it open for a moment."""
-    deadline = time.monotonic() + timeout * TIME_SCALE
-    while True:
-        try:
-            return fn()
-        except OSError as e:
-            if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def reply_kv(m, reply, acm=None):

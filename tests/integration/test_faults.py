@@ -29,7 +29,6 @@ import random
 import re
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 

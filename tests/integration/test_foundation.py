@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (REPO, EXIT_TIMEOUT, MOUNT_TIMEOUT, Mount,
-                      is_acmfs_mounted, make_traversable, run_as_nobody)
+                      is_acmfs_mounted, make_traversable, retry_busy, run_as_nobody)
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -33,19 +33,6 @@ needs_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root")
 
 
 # --------------------------------------------------------------------- helpers
-
-def retry_busy(fn, timeout=3.0):
-    """FUSE sends RELEASE asynchronously after close(2): a command that needs
-    the file closed may see it open for a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except OSError as e:
-            if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
 
 def catalog_dump(store):
     """The catalog's rows (minus log/event tables), for 'nothing changed'."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import is_acmfs_mounted, fusermount_u
+from conftest import is_acmfs_mounted, retry_busy
 
 MiB = 1 << 20
 
@@ -221,7 +221,7 @@ def test_volume_delete_refused_while_an_image_is_open(mount):
         f.read(4096)
         err, reply = m.ctl_err("volume delete db")
         assert err == errno.EBUSY, reply
-    m.ctl("volume delete db")
+    retry_busy(lambda: m.ctl("volume delete db"))
     assert not m.vol("db").exists()
 
 

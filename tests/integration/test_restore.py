@@ -13,11 +13,11 @@ import threading
 
 import pytest
 
-from conftest import TIME_SCALE
+from conftest import TIME_SCALE, retry_busy
 from test_backup import (GRAIN, MiB, Loop, assert_same, backup,
                          copy_file, fill, first_diff, hist_info, log_tail,
                          make_tree, mutate_tree, needs_root, pwrite_sync,
-                         reply_kv, retry_busy, run, state_of, trk_rows,
+                         reply_kv, run, state_of, trk_rows,
                          tree_sums, wait_for, wait_hist)
 
 

@@ -24,7 +24,6 @@ import errno
 import json
 import os
 import stat
-import subprocess
 import sys
 import time
 import uuid

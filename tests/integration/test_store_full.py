@@ -21,7 +21,6 @@ import random
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
