@@ -564,10 +564,12 @@ out_unlock:
 /* ---------- restore ---------- */
 
 /*
- * A tape restore is a pipeline of two threads. The compare thread reads the
- * target a chunk of consecutive grains at a time (one pread), hashes each
- * non-zero grain and compares it with the tape block's hash: the chunk leaves
- * it with one verdict per grain. It runs up to RESTORE_QUEUE - 1 chunks ahead
+ * A tape restore is a pipeline of two threads. The compare thread judges the
+ * target a chunk of consecutive grains at a time: onto the volume itself, a
+ * grain its tracking has not seen written since the history's cut matches
+ * as it is (nothing read); every other grain is read (one pread per run),
+ * hashed if non-zero and compared with the tape block's hash. The chunk
+ * leaves it with one verdict per grain. It runs up to RESTORE_QUEUE - 1 chunks ahead
  * of the caller's thread, which fetches each run of differing non-zero grains
  * with one image_read (the image reader fetches in parallel and reads ahead),
  * writes it with one write, and punches runs of grains that are zero on tape.
@@ -595,6 +597,7 @@ struct restore_src {
 	struct history *h;
 	struct tier_image *ti; /* tape source */
 	bool tape;
+	uint32_t cut;	       /* h's cut era (0: unknown, e.g. imported), read under e->lock */
 };
 
 /* Where a restore writes, and what it did there. */
@@ -606,6 +609,7 @@ struct restore_dst {
 	uint64_t copied;       /* grains written or punched */
 	uint64_t bytes;	       /* bytes written (zero grains excluded) */
 	uint64_t skipped;      /* grains whose content already matched (tape) */
+	uint64_t compared;     /* grains of the target read and compared by hash (tape) */
 	uint64_t done, total;  /* progress, in grains */
 	bool touched;	       /* the target may hold restored data */
 };
@@ -623,6 +627,9 @@ struct rqueue {
 	int fd;		       /* the target, read by the compare thread */
 	int dfd;	       /* the same, O_DIRECT, or -1; the compare thread's */
 	uint64_t chunk_grains;
+	uint32_t cut;	       /* the history's cut era, when the target is its own
+				  volume and the cut is known; else 0 */
+	uint64_t compared;     /* grains read and hashed; the compare thread's */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -742,45 +749,69 @@ static int reopen_direct(int fd)
 	return open(p, O_RDONLY | O_DIRECT | O_CLOEXEC);
 }
 
-/* Read chunk c (from grain g0) of the target and judge each grain against the tape. */
-static int compare_chunk(struct rqueue *q, struct rchunk *c, uint64_t g0)
+/* Reads grains [i, j) of chunk c from the target into its buffer. */
+static int compare_read(struct rqueue *q, struct rchunk *c, uint64_t i, uint64_t j)
 {
 	struct vol *v = q->src->v;
-	const struct tier_ops *t = v->e->tier;
-	uint64_t grain = v->row.grain_bytes, len;
-	uint8_t hl[32], hr[32];
-	int rc;
+	uint64_t grain = v->row.grain_bytes, g = c->g0 + i, len = grains_len(v, g, j - i);
+	uint8_t *buf = c->buf + i * grain;
+	int rc = -EINVAL;
 
-	c->g0 = g0;
-	c->nr = v->nr_grains - g0 < q->chunk_grains ? v->nr_grains - g0 : q->chunk_grains;
-	len = grains_len(v, g0, c->nr);
-	rc = -EINVAL;
-	if (q->dfd >= 0) {
-		rc = util_pread_full(IO_DATA, q->dfd, c->buf, (size_t)len, g0 * grain);
+	/* O_DIRECT wants aligned lengths: a short last grain is read buffered */
+	if (q->dfd >= 0 && len % RESTORE_ALIGN == 0) {
+		rc = util_pread_full(IO_DATA, q->dfd, buf, (size_t)len, g * grain);
 		if (rc == -EINVAL) { /* not for this file after all: stay buffered */
 			close(q->dfd);
 			q->dfd = -1;
 		}
 	}
 	if (rc == -EINVAL)
-		rc = util_pread_full(IO_DATA, q->fd, c->buf, (size_t)len, g0 * grain);
-	if (rc)
-		return rc;
+		rc = util_pread_full(IO_DATA, q->fd, buf, (size_t)len, g * grain);
 	/* a short last grain compares zero-padded, as the tape stored it */
-	memset(c->buf + len, 0, (size_t)(c->nr * grain - len));
-	for (uint64_t i = 0; i < c->nr; i++) {
-		const uint8_t *p = c->buf + i * grain;
-		int zero_src = t->image_grain_hash(q->src->ti, g0 + i, hr);
-		if (zero_src < 0)
-			return zero_src;
-		bool local_zero = util_is_zero(p, grain);
-		if (zero_src) {
-			c->what[i] = local_zero ? G_MATCH : G_ZERO;
-		} else if (local_zero) {
-			c->what[i] = G_DATA;
-		} else {
-			sha256(p, grain, hl);
-			c->what[i] = memcmp(hl, hr, 32) ? G_DATA : G_MATCH;
+	if (!rc)
+		memset(buf + len, 0, (size_t)((j - i) * grain - len));
+	return rc;
+}
+
+/* Read chunk c (from grain g0) of the target and judge each grain against
+ * the tape. With a known cut (q->cut), a grain the volume's tracking has not
+ * seen written since the history was cut still holds the history's bytes: it
+ * matches without being read. Only the others are read and hashed. */
+static int compare_chunk(struct rqueue *q, struct rchunk *c, uint64_t g0)
+{
+	struct vol *v = q->src->v;
+	const struct tier_ops *t = v->e->tier;
+	uint64_t grain = v->row.grain_bytes, j;
+	uint8_t hl[32], hr[32];
+	int rc;
+
+	c->g0 = g0;
+	c->nr = v->nr_grains - g0 < q->chunk_grains ? v->nr_grains - g0 : q->chunk_grains;
+	for (uint64_t i = 0; i < c->nr; i++)
+		c->what[i] = q->cut && track_grain_era(v->trk, g0 + i) <= q->cut ? G_MATCH : G_DATA;
+	for (uint64_t i = 0; i < c->nr; i = j) {
+		for (j = i + 1; j < c->nr && c->what[j] == c->what[i]; j++)
+			;
+		if (c->what[i] == G_MATCH)
+			continue;
+		rc = compare_read(q, c, i, j);
+		if (rc)
+			return rc;
+		q->compared += j - i;
+		for (uint64_t k = i; k < j; k++) {
+			const uint8_t *p = c->buf + k * grain;
+			int zero_src = t->image_grain_hash(q->src->ti, g0 + k, hr);
+			if (zero_src < 0)
+				return zero_src;
+			bool local_zero = util_is_zero(p, grain);
+			if (zero_src) {
+				c->what[k] = local_zero ? G_MATCH : G_ZERO;
+			} else if (local_zero) {
+				c->what[k] = G_DATA;
+			} else {
+				sha256(p, grain, hl);
+				c->what[k] = memcmp(hl, hr, 32) ? G_DATA : G_MATCH;
+			}
 		}
 	}
 	return 0;
@@ -976,6 +1007,7 @@ static int restore_tape(struct restore_src *s, struct restore_dst *d)
 	q->fd = d->to_tv ? v->tv_fd : d->fd;
 	q->dfd = reopen_direct(q->fd);
 	q->chunk_grains = RESTORE_CHUNK_BYTES / grain ? RESTORE_CHUNK_BYTES / grain : 1;
+	q->cut = d->to_tv ? s->cut : 0;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->cond, NULL);
 	for (int i = 0; i < RESTORE_QUEUE; i++) {
@@ -1000,6 +1032,7 @@ static int restore_tape(struct restore_src *s, struct restore_dst *d)
 		rq_release(q);
 	}
 	rq_stop(q);
+	d->compared = q->compared;
 out_free:
 	if (q->dfd >= 0)
 		close(q->dfd);
@@ -1014,7 +1047,7 @@ out_free:
 int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
 	       char *err, size_t errlen)
 {
-	struct restore_src src = { v, NULL, NULL, false };
+	struct restore_src src = { v, NULL, NULL, false, 0 };
 	struct restore_dst d = { .v = v, .to_tv = !c->has_path, .fd = -1 };
 	bool to_tv = d.to_tv, diff = false;
 	int fd = -1, rc;
@@ -1099,6 +1132,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 		}
 	}
 	uint32_t base = diff ? src.h->bv->row.track_base : 0;
+	src.cut = src.h->row.cut_era;
 	pthread_mutex_unlock(&e->lock);
 
 	atomic_store(&v->restore_pct, 0);
@@ -1166,17 +1200,21 @@ out_end:
 		atomic_fetch_add(&e->m.restore_grains, d.copied);
 		atomic_fetch_add(&e->m.restore_bytes, d.bytes);
 		vol_log(v, "restore of version %llu from %s to %s: %s, %llu grains written, %llu "
-			   "already matching",
+			   "already matching (%llu read and compared)",
 			(unsigned long long)src.h->row.version, src.tape ? "tape" : "disk",
 			to_tv ? "the volume" : c->path, diff ? "differential" : "full",
-			(unsigned long long)d.copied, (unsigned long long)d.skipped);
+			(unsigned long long)d.copied, (unsigned long long)d.skipped,
+			(unsigned long long)d.compared);
 		sbuf_addf(reply,
 			  "ok volume=%s version=%llu media=%s target=%s mode=%s grains_copied=%llu "
-			  "bytes_copied=%llu\n%s acmrestore completed\n",
+			  "bytes_copied=%llu",
 			  v->row.name, (unsigned long long)src.h->row.version,
 			  src.tape ? "TAPE" : "DISK", to_tv ? "volume" : "path",
 			  diff ? "diff" : "full", (unsigned long long)d.copied,
-			  (unsigned long long)d.bytes, v->row.name);
+			  (unsigned long long)d.bytes);
+		if (src.tape)
+			sbuf_addf(reply, " grains_compared=%llu", (unsigned long long)d.compared);
+		sbuf_addf(reply, "\n%s acmrestore completed\n", v->row.name);
 		err[0] = 0;
 	}
 out_unlock:

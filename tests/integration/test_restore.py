@@ -460,6 +460,30 @@ def tape_round_trip(m, tmp_path, vol, opts):
     assert_same(data, ref2, f"{vol}: default restore from tape")
 
 
+def test_tape_restore_reads_only_what_tracking_saw_written(mount, tmp_path):
+    """Onto its own volume, a tape restore takes a grain the tracking has not
+    seen written since the history's cut as matching without reading it:
+    after three grains change, three are read, compared and fetched. A
+    restore elsewhere (-r) has no tracking to go by and compares them all."""
+    m = mount
+    m.create_volume("tt", "16M", save=1)
+    data = m.vol("tt", "data")
+    fill(data, 0, 16 * MiB, seed=40)
+    ref = tmp_path / "tt.ref"
+    copy_file(data, ref)
+    kv = backup(m, "tt", "-m TAPE")
+    assert wait_hist(m, "tt", kv["version"])["tape_status"] == "succeeded"
+    for g in (3, 100, 255):
+        pwrite_sync(data, g * GRAIN + 100, b"changed after the backup")
+    kr = restore(m, "tt", f"-v {kv['version']} -m TAPE")
+    assert kr["grains_copied"] == "3" and kr["grains_compared"] == "3", kr
+    assert_same(data, ref, "restore -m TAPE after 3 grains changed")
+    out = tmp_path / "elsewhere.img"
+    kr = restore(m, "tt", f"-v {kv['version']} -m TAPE -r {out}")
+    assert kr["grains_compared"] == str(16 * MiB // GRAIN), kr
+    assert_same(out, ref, "restore -m TAPE -r")
+
+
 def test_tape_round_trip_file_pool(mount, tmp_path):
     reason = tape_probe(mount, tmp_path)
     if reason:
