@@ -300,9 +300,13 @@ static int do_getattr(struct fs *fs, fuse_ino_t ino, struct stat *st)
 			fill_attr(fs, ino, rmode(fs), 0, he.date, st);
 		else {
 			fill_attr(fs, ino, rmode(fs), vol_size(v), he.date, st);
-			/* cp and friends read st_blksize at a time: one FUSE read
-			 * of the largest size the kernel sends */
-			st->st_blksize = FS_MAX_IO;
+			/* A tape image is read without the page cache (see op_open):
+			 * each read(2) is one FUSE request, and cp and friends read
+			 * st_blksize at a time, so make that the largest request.
+			 * (Through the page cache, reads as large as the kernel's
+			 * read-ahead defeat it: a disk image keeps the grain.) */
+			if (p.kind == K_TAPEIMG || (p.kind == K_IMAGE && !he.disk))
+				st->st_blksize = FS_MAX_IO;
 		}
 		break;
 	default:
@@ -843,14 +847,31 @@ static char *get_iobuf(size_t len)
 	return b->buf;
 }
 
+/* Answers a read from fd at off: pread into this thread's buffer, then one
+ * reply. (libfuse's fuse_reply_data does not splice here and falls back to a
+ * buffer it maps and unmaps for every reply: a page fault per 4 KiB read.) */
 static void reply_fd(fuse_req_t req, int fd, uint64_t off, size_t size)
 {
-	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	char *buf = get_iobuf(size);
+	size_t got = 0;
 
-	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = fd;
-	buf.buf[0].pos = (off_t)off;
-	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	while (got < size) {
+		ssize_t n = pread(fd, buf + got, size - got, (off_t)(off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fuse_reply_err(req, errno);
+			return;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	fuse_reply_buf(req, buf, got);
 }
 
 /* himg_read_iov's reply: the request is answered (and freed) here, so a
