@@ -569,10 +569,13 @@ out_unlock:
  * grain its tracking has not seen written since the history's cut matches
  * as it is (nothing read); every other grain is read (one pread per run),
  * hashed if non-zero and compared with the tape block's hash. The chunk
- * leaves it with one verdict per grain. It runs up to RESTORE_QUEUE - 1 chunks ahead
- * of the caller's thread, which fetches each run of differing non-zero grains
- * with one image_read (the image reader fetches in parallel and reads ahead),
- * writes it with one write, and punches runs of grains that are zero on tape.
+ * leaves it with one verdict per grain, and the image is told at once which
+ * runs of it will be read (image_prefetch), so that the GETs for the chunks
+ * queued ahead are in flight while the caller writes. It runs up to
+ * RESTORE_QUEUE - 1 chunks ahead of the caller's thread, which reads each
+ * run of differing non-zero grains from the image (waiting only for what is
+ * still arriving), writes it with one write, and punches runs of grains that
+ * are zero on tape.
  *
  * The compare thread reads through its own O_DIRECT descriptor when the
  * target allows it: the bytes go straight to the chunk, sparing the CPU a
@@ -584,13 +587,15 @@ out_unlock:
  * The chunks live in a ring of RESTORE_QUEUE slots: a slot is the compare
  * thread's from when the caller releases it until it is published (tail++),
  * then the caller's until it releases it (head++). Memory: RESTORE_QUEUE
- * chunks of RESTORE_CHUNK_BYTES. Either side's error stops both: the compare
+ * chunks of RESTORE_CHUNK_BYTES (80 MiB), besides the image's cache. Either side's error stops both: the compare
  * thread ends with its error, the caller stops it and joins it before return.
  */
-#define RESTORE_CHUNK_BYTES (8 * ACM_MiB)
+#define RESTORE_CHUNK_BYTES (16 * ACM_MiB) /* the tape tier's largest GET (an upload's claim) */
 #define RESTORE_CHUNK_MAX   (RESTORE_CHUNK_BYTES / (4 * ACM_KiB)) /* grains, at the smallest grain */
-#define RESTORE_QUEUE	    3
+#define RESTORE_QUEUE	    5 /* chunks compared and prefetched ahead: ~4 GETs in flight */
 #define RESTORE_ALIGN	    (4 * ACM_KiB) /* O_DIRECT: buffers, offsets, lengths */
+#define RESTORE_PROBE_EVERY 8 /* fetch-only: every 8th chunk is compared after all */
+#define RESTORE_MATCH_MIN   16 /* hashing pays while 1 in 16 compared grains matches */
 
 struct restore_src {
 	struct vol *v;
@@ -630,6 +635,8 @@ struct rqueue {
 	uint32_t cut;	       /* the history's cut era, when the target is its own
 				  volume and the cut is known; else 0 */
 	uint64_t compared;     /* grains read and hashed; the compare thread's */
+	bool fetch_only;       /* changed grains rarely match: fetch them unread */
+	unsigned since_probe;  /* chunks judged without hashing since the last probe */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -776,13 +783,18 @@ static int compare_read(struct rqueue *q, struct rchunk *c, uint64_t i, uint64_t
 /* Read chunk c (from grain g0) of the target and judge each grain against
  * the tape. With a known cut (q->cut), a grain the volume's tracking has not
  * seen written since the history was cut still holds the history's bytes: it
- * matches without being read. Only the others are read and hashed. */
+ * matches without being read. The others are read and hashed, unless that
+ * has stopped paying: when fewer than 1 in RESTORE_MATCH_MIN compared grains
+ * turn out to match (the volume was overwritten), they are fetched unread,
+ * and every RESTORE_PROBE_EVERY-th chunk is compared again to notice when
+ * matches come back (say, the part an interrupted restore already wrote). */
 static int compare_chunk(struct rqueue *q, struct rchunk *c, uint64_t g0)
 {
 	struct vol *v = q->src->v;
 	const struct tier_ops *t = v->e->tier;
-	uint64_t grain = v->row.grain_bytes, j;
+	uint64_t grain = v->row.grain_bytes, j, compared = 0, matched = 0;
 	uint8_t hl[32], hr[32];
+	bool hash = !q->fetch_only || ++q->since_probe >= RESTORE_PROBE_EVERY;
 	int rc;
 
 	c->g0 = g0;
@@ -794,15 +806,20 @@ static int compare_chunk(struct rqueue *q, struct rchunk *c, uint64_t g0)
 			;
 		if (c->what[i] == G_MATCH)
 			continue;
-		rc = compare_read(q, c, i, j);
-		if (rc)
-			return rc;
-		q->compared += j - i;
+		if (hash) {
+			rc = compare_read(q, c, i, j);
+			if (rc)
+				return rc;
+		}
 		for (uint64_t k = i; k < j; k++) {
 			const uint8_t *p = c->buf + k * grain;
 			int zero_src = t->image_grain_hash(q->src->ti, g0 + k, hr);
 			if (zero_src < 0)
 				return zero_src;
+			if (!hash) { /* unread: a hole punched again costs next to nothing */
+				c->what[k] = zero_src ? G_ZERO : G_DATA;
+				continue;
+			}
 			bool local_zero = util_is_zero(p, grain);
 			if (zero_src) {
 				c->what[k] = local_zero ? G_MATCH : G_ZERO;
@@ -812,9 +829,35 @@ static int compare_chunk(struct rqueue *q, struct rchunk *c, uint64_t g0)
 				sha256(p, grain, hl);
 				c->what[k] = memcmp(hl, hr, 32) ? G_DATA : G_MATCH;
 			}
+			compared++;
+			matched += c->what[k] == G_MATCH;
 		}
 	}
+	q->compared += compared;
+	if (hash && compared) {
+		q->fetch_only = matched * RESTORE_MATCH_MIN < compared;
+		q->since_probe = 0;
+	}
 	return 0;
+}
+
+/* Ask the tape image for exactly the runs of chunk c that will be fetched,
+ * so that grains that already match are never downloaded (the image's own
+ * read-ahead would guess sequential access and fetch them too). */
+static void prefetch_chunk(struct restore_src *s, const struct rchunk *c)
+{
+	const struct tier_ops *t = s->v->e->tier;
+	uint64_t j;
+
+	if (!t->image_prefetch)
+		return;
+	for (uint64_t i = 0; i < c->nr; i = j) {
+		for (j = i + 1; j < c->nr && c->what[j] == c->what[i]; j++)
+			;
+		if (c->what[i] == G_DATA)
+			t->image_prefetch(s->ti, (c->g0 + i) * s->v->row.grain_bytes,
+					  (size_t)grains_len(s->v, c->g0 + i, j - i));
+	}
 }
 
 static void *compare_main(void *arg)
@@ -834,6 +877,7 @@ static void *compare_main(void *arg)
 		rc = compare_chunk(q, c, g0);
 		if (rc)
 			break;
+		prefetch_chunk(q->src, c);
 		pthread_mutex_lock(&q->lock);
 		q->tail++;
 		pthread_cond_signal(&q->cond);
@@ -861,37 +905,6 @@ static struct rchunk *rq_next(struct rqueue *q, int *rc)
 		*rc = q->rc;
 	pthread_mutex_unlock(&q->lock);
 	return c;
-}
-
-/* The chunk published after the caller's current one, or NULL. */
-static struct rchunk *rq_peek(struct rqueue *q)
-{
-	struct rchunk *c = NULL;
-
-	pthread_mutex_lock(&q->lock);
-	if (q->tail - q->head >= 2)
-		c = &q->slot[(q->head + 1) % RESTORE_QUEUE];
-	pthread_mutex_unlock(&q->lock);
-	return c;
-}
-
-/* Ask the tape image for exactly the runs of chunk c that will be fetched,
- * so that grains that already match are never downloaded (the image's own
- * read-ahead would guess sequential access and fetch them too). */
-static void prefetch_chunk(struct restore_src *s, const struct rchunk *c)
-{
-	const struct tier_ops *t = s->v->e->tier;
-	uint64_t j;
-
-	if (!t->image_prefetch)
-		return;
-	for (uint64_t i = 0; i < c->nr; i = j) {
-		for (j = i + 1; j < c->nr && c->what[j] == c->what[i]; j++)
-			;
-		if (c->what[i] == G_DATA)
-			t->image_prefetch(s->ti, (c->g0 + i) * s->v->row.grain_bytes,
-					  (size_t)grains_len(s->v, c->g0 + i, j - i));
-	}
 }
 
 static void rq_release(struct rqueue *q)
@@ -989,6 +1002,11 @@ static int restore_chunk(struct restore_src *s, struct restore_dst *d, struct rc
 			d->bytes += len;
 		progress(d, j - i);
 	}
+	/* Start writing the chunk back now rather than all of the volume at
+	 * the final fsync: the disk works while the next chunks arrive. */
+	if (!rc && d->bytes)
+		sync_file_range(d->to_tv ? v->tv_fd : d->fd, (off_t)(c->g0 * grain),
+				(off_t)grains_len(v, c->g0, c->nr), SYNC_FILE_RANGE_WRITE);
 	return rc;
 }
 
@@ -1024,10 +1042,6 @@ static int restore_tape(struct restore_src *s, struct restore_dst *d)
 		goto out_free;
 	}
 	while (!rc && (c = rq_next(q, &rc))) {
-		struct rchunk *next = rq_peek(q);
-		prefetch_chunk(s, c); /* queued again only if not in flight already */
-		if (next)
-			prefetch_chunk(s, next);
 		rc = restore_chunk(s, d, c);
 		rq_release(q);
 	}
