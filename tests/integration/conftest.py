@@ -7,6 +7,8 @@ Environment:
   ACMFS_TEST_TMP  set by scripts/run-tests; only informative here (pytest's
                   --basetemp puts every mount below it, so run-tests can clean
                   up whatever a crashed test leaves behind).
+  ACMFS_KEEP_TMP  1: keep passed tests' tmp_path too (by default it is
+                  removed after the test, a failed test's is kept).
 
 Fixtures:
   build_dir, acmfs_bin   paths
@@ -72,6 +74,7 @@ def retry_busy(fn, timeout=5.0):
                 raise
             time.sleep(0.05)
 
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "asan: also run in the ASan/UBSan pass of scripts/run-tests")
@@ -83,6 +86,26 @@ def pytest_collection_modifyitems(config, items):
         if ASAN_MODULE_RE.match(item.path.name if hasattr(item, "path")
                                 else os.path.basename(str(item.fspath))):
             item.add_marker(pytest.mark.asan)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = (yield).get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture(autouse=True)
+def _reclaim_tmp_path(request, tmp_path):
+    """A passed test's tmp_path (stores, volumes, reference copies) is removed
+    once its mounts are down: pytest would keep every test's until the
+    session ends, and the suite's volumes add up to tens of GB. A failed
+    test's stays for the post-mortem, as everything does with
+    ACMFS_KEEP_TMP=1. (Autouse, so set up before and torn down after the
+    mount fixtures.)"""
+    yield
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.passed and os.environ.get("ACMFS_KEEP_TMP") != "1":
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------- paths
