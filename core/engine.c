@@ -173,6 +173,28 @@ int engine_pool_open(struct engine *e, struct pool *p, char *err, size_t errlen)
 	return e->tier->pool_open(p->row.url, p->row.opts, &p->tp, err, errlen);
 }
 
+/* Closes a pool's tier side; what it read stays in the metrics. */
+void pool_close_counted(struct engine *e, struct pool *p)
+{
+	if (!p->tp)
+		return;
+	if (e->tier->pool_bytes_read)
+		atomic_fetch_add(&e->m.tape_bytes_read_closed, e->tier->pool_bytes_read(p->tp));
+	e->tier->pool_close(p->tp);
+	p->tp = NULL;
+}
+
+/* Bytes read from tape pools so far (e->lock held). */
+uint64_t engine_tape_bytes_read(struct engine *e)
+{
+	uint64_t n = atomic_load(&e->m.tape_bytes_read_closed);
+
+	for (struct pool *p = e->pools; p && e->tier && e->tier->pool_bytes_read; p = p->next)
+		if (p->tp)
+			n += e->tier->pool_bytes_read(p->tp);
+	return n;
+}
+
 struct vol *engine_vol_by_name(struct engine *e, const char *name)
 {
 	struct vol *v;
@@ -1253,8 +1275,7 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 		}
 		rc = catalog_put_pool(e->cat, &p->row);
 		if (rc) {
-			if (p->tp)
-				e->tier->pool_close(p->tp);
+			pool_close_counted(e, p);
 			free(p);
 			return rc;
 		}
@@ -1290,8 +1311,7 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 				*pp = p->next;
 				break;
 			}
-		if (p->tp)
-			e->tier->pool_close(p->tp);
+		pool_close_counted(e, p);
 		free(p);
 		engine_log(e, "pool %s deleted", c->name);
 		sbuf_addf(reply, "ok pool=%s deleted=1\n", c->name);

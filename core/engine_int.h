@@ -96,6 +96,7 @@ struct metrics {
 	atomic_uint_fast64_t bytes_copied, grains_copied, cow_grains;
 	atomic_uint_fast64_t restores, restore_grains, restore_bytes;
 	atomic_uint_fast64_t tape_uploads, tape_bytes, tape_blocks_new, tape_failed;
+	atomic_uint_fast64_t tape_bytes_read_closed; /* read by pools since closed */
 	atomic_uint_fast64_t ctl_errors, io_errors;
 };
 
@@ -138,6 +139,8 @@ void engine_thread_start(struct engine *e); /* under e->lock */
 void engine_thread_end(struct engine *e);   /* takes e->lock */
 struct pool *engine_pool(struct engine *e, const char *name);
 int engine_pool_open(struct engine *e, struct pool *p, char *err, size_t errlen);
+void pool_close_counted(struct engine *e, struct pool *p);
+uint64_t engine_tape_bytes_read(struct engine *e); /* e->lock held */
 int save_hist(struct engine *e, struct history *h);
 
 /* vol.c — data path and copy jobs */

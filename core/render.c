@@ -523,6 +523,9 @@ static void render_metrics(struct engine *e, struct sbuf *sb)
 		atomic_load(&m->tape_uploads));
 	counter(sb, "acmfs_tape_bytes_uploaded_total", "Bytes uploaded to tape pools.",
 		atomic_load(&m->tape_bytes));
+	counter(sb, "acmfs_tape_bytes_read_total",
+		"Bytes read from tape pools (blocks, indexes, manifests).",
+		engine_tape_bytes_read(e));
 	counter(sb, "acmfs_tape_blocks_new_total", "Blocks a pool did not hold before.",
 		atomic_load(&m->tape_blocks_new));
 	counter(sb, "acmfs_tape_failed_total", "Tape copies that ended failed.",

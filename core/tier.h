@@ -74,6 +74,9 @@ struct tier_ops {
 	int (*pool_open)(const char *url, const char *opts, struct tier_pool **out, char *err,
 			 size_t errlen);
 	void (*pool_close)(struct tier_pool *p);
+	/* Payload bytes read from the pool's store since it was opened (blocks,
+	 * indexes, manifests). May be NULL. */
+	uint64_t (*pool_bytes_read)(struct tier_pool *p);
 
 	/* Store one complete tape history: packs first, manifest last. */
 	int (*upload)(struct tier_pool *p, const struct tier_upload_req *req,

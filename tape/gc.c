@@ -298,7 +298,7 @@ static int gc_copy_live(struct gc *gc)
 				break;
 			}
 			in = nb;
-			ssize_t n = p->be->ops->get(p->be, key, pe[e].off, in, pe[e].len);
+			ssize_t n = pool_get(p, key, pe[e].off, in, pe[e].len);
 			if (n != (ssize_t)pe[e].len || tape_sha256(in, pe[e].len, h) ||
 			    memcmp(h, pe[e].hash, 32)) {
 				tape_log(TAPE_LOG_ERR, "gc: live block at %llu of %s unreadable",

@@ -177,7 +177,7 @@ static int fetch_run(struct tier_image *im, uint32_t pack, uint64_t first, uint6
 	char key[64];
 	size_t want = (size_t)(last - first) + im->m.grain_bytes;
 	tape_pack_key(im->m.packs[pack], key, sizeof(key));
-	ssize_t n = im->p->be->ops->get(im->p->be, key, first, buf, want);
+	ssize_t n = pool_get(im->p, key, first, buf, want);
 	if (n < 0) {
 		tape_log(TAPE_LOG_ERR, "image %s: reading %s: %s", im->key, key, strerror((int)-n));
 		return -EIO;
@@ -430,7 +430,7 @@ static void run_job(struct tier_image *im, struct job *j, struct iovec *iov)
 		for (uint32_t i = 0; i < j->nr; i++)
 			iov[i] = (struct iovec){j->ent[i]->data, im->m.grain_bytes};
 		tape_pack_key(im->m.packs[j->pack], key, sizeof(key));
-		ssize_t n = tape_getv(im->p->be, key, j->off0, iov, (int)j->nr, run_progress, &r);
+		ssize_t n = pool_getv(im->p, key, j->off0, iov, (int)j->nr, run_progress, &r);
 		if (n < 0)
 			tape_log(TAPE_LOG_ERR, "image %s: reading %s: %s", im->key, key,
 				 strerror((int)-n));

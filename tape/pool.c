@@ -216,7 +216,7 @@ int pool_get_all(struct tier_pool *p, const char *key, uint8_t **buf, size_t *le
 	uint8_t *b = malloc(oi.size_bytes ? oi.size_bytes : 1);
 	if (!b)
 		return -ENOMEM;
-	ssize_t n = p->be->ops->get(p->be, key, 0, b, oi.size_bytes);
+	ssize_t n = pool_get(p, key, 0, b, oi.size_bytes);
 	if (n < 0) {
 		free(b);
 		return (int)n;
@@ -240,7 +240,7 @@ int pool_pack_index_fetch(struct tier_pool *p, const char *key, uint64_t size_by
 	int rc;
 	if (size_bytes < TAPE_PACK_HEADER_BYTES + TAPE_PACK_TRAILER_BYTES)
 		return -EBADMSG;
-	ssize_t n = p->be->ops->get(p->be, key, size_bytes - sizeof(tr), tr, sizeof(tr));
+	ssize_t n = pool_get(p, key, size_bytes - sizeof(tr), tr, sizeof(tr));
 	if (n < 0)
 		return (int)n;
 	if (n != (ssize_t)sizeof(tr))
@@ -256,7 +256,7 @@ int pool_pack_index_fetch(struct tier_pool *p, const char *key, uint64_t size_by
 		goto out_free;
 	}
 	if (ilen) {
-		n = p->be->ops->get(p->be, key, t.index_off, ib, ilen);
+		n = pool_get(p, key, t.index_off, ib, ilen);
 		if (n < 0) {
 			rc = (int)n;
 			goto out_free;
@@ -496,6 +496,30 @@ int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tie
 	return 0;
 }
 
+ssize_t pool_get(struct tier_pool *p, const char *key, uint64_t off, void *buf, size_t len)
+{
+	ssize_t n = p->be->ops->get(p->be, key, off, buf, len);
+
+	if (n > 0)
+		atomic_fetch_add(&p->bytes_read, (uint64_t)n);
+	return n;
+}
+
+ssize_t pool_getv(struct tier_pool *p, const char *key, uint64_t off, const struct iovec *iov,
+		  int iovcnt, tape_progress_cb progress, void *arg)
+{
+	ssize_t n = tape_getv(p->be, key, off, iov, iovcnt, progress, arg);
+
+	if (n > 0)
+		atomic_fetch_add(&p->bytes_read, (uint64_t)n);
+	return n;
+}
+
+static uint64_t tier_pool_bytes_read(struct tier_pool *p)
+{
+	return atomic_load(&p->bytes_read);
+}
+
 struct tape_backend *tape_pool_backend(struct tier_pool *p)
 {
 	return p->be;
@@ -592,6 +616,7 @@ static int tier_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_st
 const struct tier_ops tape_tier_ops = {
 	.pool_open = tier_pool_open,
 	.pool_close = tier_pool_close,
+	.pool_bytes_read = tier_pool_bytes_read,
 	.upload = tier_upload,
 	.remove = tier_remove,
 	.gc = tier_gc,

@@ -22,6 +22,7 @@
 #define ACMFS_TAPE_POOL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "../core/tier.h"
@@ -73,6 +74,7 @@ struct tier_pool {
 	uint64_t gen;		 /* refresh generation; protected by lock */
 	uint64_t next_upload_id; /* protected by lock */
 	int refreshed;		 /* a full listing has been loaded; protected by lock */
+	atomic_uint_fast64_t bytes_read; /* payload bytes got from the store (metrics) */
 };
 
 /* all "_locked" functions need pool->lock held */
@@ -97,6 +99,11 @@ int pool_manifest_load(struct tier_pool *p, const char *key, struct tape_manifes
  * -EAGAIN if one is DOOMED (the collector is rewriting: reload and retry). */
 int pool_pin_manifest(struct tier_pool *p, const struct tape_manifest *m, uint32_t *map);
 void pool_unpin(struct tier_pool *p, const uint32_t *nos, uint32_t n);
+/* The backend's get and getv, with the bytes counted in p->bytes_read: every
+ * read of the store goes through these. */
+ssize_t pool_get(struct tier_pool *p, const char *key, uint64_t off, void *buf, size_t len);
+ssize_t pool_getv(struct tier_pool *p, const char *key, uint64_t off, const struct iovec *iov,
+		  int iovcnt, tape_progress_cb progress, void *arg);
 /* Reads a whole object (small ones: manifests); *buf malloc'd. */
 int pool_get_all(struct tier_pool *p, const char *key, uint8_t **buf, size_t *len);
 

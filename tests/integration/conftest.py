@@ -327,6 +327,17 @@ class Mount:
         assert words and words[0] == "ok", f"not an ok reply: {reply!r}"
         return dict(w.split("=", 1) for w in words[1:] if "=" in w)
 
+    def metric(self, name):
+        """The sum of a metric's samples in `metrics` (AssertionError if
+        there is none)."""
+        total, found = 0, False
+        for ln in (self.mnt / "metrics").read_text().splitlines():
+            if ln.startswith(name + " ") or ln.startswith(name + "{"):
+                total += int(float(ln.split()[-1]))
+                found = True
+        assert found, f"no {name} in metrics"
+        return total
+
     def read_info(self, path):
         """A key=value file (relative to the mount, or absolute) -> dict."""
         p = Path(path)

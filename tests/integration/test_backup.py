@@ -495,7 +495,7 @@ def test_second_differential_copies_exactly_changed_grains(mount, tmp_path):
     pct = len(changed) * 100 / nr                 # 0.98 %: floor or rounded
     assert upd[0] == "tracking" and upd[1] == "----", upd
     assert upd[2] in (f"{int(pct)}%", f"{round(pct)}%"), upd
-    metrics0 = metric(m, "acmfs_copy_grains_total")
+    metrics0 = m.metric("acmfs_copy_grains_total")
 
     kv2 = backup(m, "q")
     assert kv2["copy"] == "diff" and kv2["bv"] == "q.bv1", kv2
@@ -504,24 +504,13 @@ def test_second_differential_copies_exactly_changed_grains(mount, tmp_path):
     assert i["disk_status"] == "succeeded", i
     assert i["copy"] == "diff", i
     assert i["grains_copied"] == str(len(changed)), i
-    assert metric(m, "acmfs_copy_grains_total") - metrics0 == len(changed)
+    assert m.metric("acmfs_copy_grains_total") - metrics0 == len(changed)
     assert_same(m.vol("q", "history", kv2["version"], "image"), data,
                 "differential image")
     # nothing written since: the next differential copies nothing
     kv3 = backup(m, "q")
     assert kv3["copy"] == "diff" and kv3["grains"] == "0", kv3
     assert wait_hist(m, "q", kv3["version"])["grains_copied"] == "0"
-
-
-def metric(m, name):
-    total = 0
-    found = False
-    for ln in text(m, "metrics").splitlines():
-        if ln.startswith(name + " ") or ln.startswith(name + "{"):
-            total += float(ln.split()[-1])
-            found = True
-    assert found, f"no {name} in metrics"
-    return total
 
 
 # -------------------------------------------------------------- histdel, trk

@@ -475,8 +475,12 @@ def test_tape_restore_reads_only_what_tracking_saw_written(mount, tmp_path):
     assert wait_hist(m, "tt", kv["version"])["tape_status"] == "succeeded"
     for g in (3, 100, 255):
         pwrite_sync(data, g * GRAIN + 100, b"changed after the backup")
+    read0 = m.metric("acmfs_tape_bytes_read_total")
     kr = restore(m, "tt", f"-v {kv['version']} -m TAPE")
     assert kr["grains_copied"] == "3" and kr["grains_compared"] == "3", kr
+    # from the pool: the manifest (24 B a grain), one pack index and 3 blocks
+    got = m.metric("acmfs_tape_bytes_read_total") - read0
+    assert 3 * GRAIN < got < 3 * GRAIN + 64 * 1024, got
     assert_same(data, ref, "restore -m TAPE after 3 grains changed")
     out = tmp_path / "elsewhere.img"
     kr = restore(m, "tt", f"-v {kv['version']} -m TAPE -r {out}")

@@ -372,13 +372,6 @@ def log_text(m):
         return f"(log unreadable: {e})"
 
 
-def metric(m, name):
-    for line in m.path("metrics").read_text().splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    raise AssertionError(f"metric {name} missing")
-
-
 def tape_img(m, v):
     return vpath(m, "history", str(v), "tape.img").read_bytes()
 
@@ -479,8 +472,8 @@ def test_second_both_uploads_only_changed_grains(tp):
     m = tp.m
     ref1 = fill(m, 2)
     v1, _ = tape_backup(m, "-T")
-    new0 = metric(m, "acmfs_tape_blocks_new_total")
-    bytes0 = metric(m, "acmfs_tape_bytes_uploaded_total")
+    new0 = m.metric("acmfs_tape_blocks_new_total")
+    bytes0 = m.metric("acmfs_tape_bytes_uploaded_total")
 
     nr = len(ref1) // GRAIN
     rng = random.Random(22)
@@ -488,8 +481,8 @@ def test_second_both_uploads_only_changed_grains(tp):
     ref2 = change_grains(m, ref1, changed, 23)
     v2, info = tape_backup(m, "-T")
 
-    assert metric(m, "acmfs_tape_blocks_new_total") - new0 == len(changed)
-    assert metric(m, "acmfs_tape_bytes_uploaded_total") - bytes0 < \
+    assert m.metric("acmfs_tape_blocks_new_total") - new0 == len(changed)
+    assert m.metric("acmfs_tape_bytes_uploaded_total") - bytes0 < \
         (len(changed) + 2) * GRAIN + 64 * KiB   # blocks + pack header/index, manifest
     log = log_text(m)
     started = re.search(rf"tape copy of version {v2} to pool \S+ started \((\w+), "
@@ -573,7 +566,7 @@ def test_T_with_m_tape_is_einval_and_changes_nothing(tp):
 
     def state():
         st = (vpath(m, "histdisp").read_text(), pool.keys(),
-              metric(m, "acmfs_tape_copies_total"))
+              m.metric("acmfs_tape_copies_total"))
         info = m.read_info(f"volumes/{VOL}/info")
         info.pop("open_writers", None)
         return st, info
@@ -773,7 +766,7 @@ def test_persistent_faults_end_failed_disk_untouched(tps3):
     ref1 = fill(m, 11)
     v1, _ = tape_backup(m, "-T")
     ref2 = change_grains(m, ref1, [40, 41], 110)
-    failed0 = metric(m, "acmfs_tape_failed_total")
+    failed0 = m.metric("acmfs_tape_failed_total")
     f.always = "503"
     try:
         v2 = backup(m, "-T")
@@ -782,7 +775,7 @@ def test_persistent_faults_end_failed_disk_untouched(tps3):
         f.reset()
     assert info["tape_status"] == "failed", info
     assert info["disk_status"] == "succeeded"
-    assert metric(m, "acmfs_tape_failed_total") == failed0 + 1
+    assert m.metric("acmfs_tape_failed_total") == failed0 + 1
     assert_same(vpath(m, "history", str(v2), "disk.img").read_bytes(), ref2, "disk.img")
     assert [manifest_version(k) for k in manifests_of(pool)] == [v1]
     row = [r for r in tape_rows(m) if r["Version"] == str(v2)]
