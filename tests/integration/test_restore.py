@@ -47,19 +47,28 @@ def no_restore_state(m, vol):
     assert i["state"] == "ok" and i["restore_execute"] == "----", i
 
 
+def backed_up(m, tmp_path, vol, size, seed, opts, save=1):
+    """A volume filled with a pattern, a reference copy of it and a succeeded
+    backup of it -> (data path, reference path, backup reply)."""
+    m.create_volume(vol, f"{size // MiB}M", save=save)
+    data = m.vol(vol, "data")
+    fill(data, 0, size, seed=seed)
+    ref = tmp_path / f"{vol}.ref"
+    copy_file(data, ref)
+    kv = backup(m, vol, opts)
+    media = "tape_status" if "TAPE" in opts else "disk_status"
+    assert wait_hist(m, vol, kv["version"])[media] == "succeeded"
+    return data, ref, kv
+
+
 # ---------------------------------------------------------------- round trips
 
 @pytest.mark.parametrize("kind", ["conventional", "differential"])
 def test_disk_round_trip(mount, tmp_path, kind):
     m = mount
     size = 32 * MiB
-    m.create_volume("rt", "32M", save=2)
-    data = m.vol("rt", "data")
-    fill(data, 0, size, seed=1)
-    ref = tmp_path / "ref.img"
-    copy_file(data, ref)
-    kv = backup(m, "rt", "-T -m DISK" if kind == "differential" else "-m DISK")
-    assert wait_hist(m, "rt", kv["version"])["disk_status"] == "succeeded"
+    data, ref, kv = backed_up(m, tmp_path, "rt", size, 1,
+                              "-T -m DISK" if kind == "differential" else "-m DISK", save=2)
     # overwrite: random writes and a whole region
     scribble(data, size, seed=2)
     fill(data, 8 * MiB, 4 * MiB, seed=3)
@@ -466,13 +475,7 @@ def test_tape_restore_reads_only_what_tracking_saw_written(mount, tmp_path):
     after three grains change, three are read, compared and fetched. A
     restore elsewhere (-r) has no tracking to go by and compares them all."""
     m = mount
-    m.create_volume("tt", "16M", save=1)
-    data = m.vol("tt", "data")
-    fill(data, 0, 16 * MiB, seed=40)
-    ref = tmp_path / "tt.ref"
-    copy_file(data, ref)
-    kv = backup(m, "tt", "-m TAPE")
-    assert wait_hist(m, "tt", kv["version"])["tape_status"] == "succeeded"
+    data, ref, kv = backed_up(m, tmp_path, "tt", 16 * MiB, 40, "-m TAPE")
     for g in (3, 100, 255):
         pwrite_sync(data, g * GRAIN + 100, b"changed after the backup")
     read0 = m.metric("acmfs_tape_bytes_read_total")
@@ -496,13 +499,7 @@ def test_tape_restore_stops_comparing_what_no_longer_matches(mount, tmp_path):
     misses the rest is fetched without reading it first."""
     m = mount
     size = 64 * MiB
-    m.create_volume("tc", "64M", save=1)
-    data = m.vol("tc", "data")
-    fill(data, 0, size, seed=50)
-    ref = tmp_path / "tc.ref"
-    copy_file(data, ref)
-    kv = backup(m, "tc", "-m TAPE")
-    assert wait_hist(m, "tc", kv["version"])["tape_status"] == "succeeded"
+    data, ref, kv = backed_up(m, tmp_path, "tc", size, 50, "-m TAPE")
     fill(data, 0, size, seed=51)                    # all of it written over
     with open(ref, "rb") as f:                      # the first half put back
         pwrite_sync(data, 0, f.read(size // 2))
