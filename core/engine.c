@@ -303,14 +303,23 @@ int engine_list_volumes(struct engine *e, int (*cb)(void *arg, uint64_t id, cons
 	return rc;
 }
 
+static void hist_entry_of(const struct history *h, struct hist_entry *out)
+{
+	out->version = h->row.version;
+	out->disk = h->bv != NULL;
+	out->tape = h->row.tape_status != HS_NONE;
+	out->image_from_tape = !hist_disk_ok(h);
+	out->date = h->row.date;
+}
+
 int vol_list_histories(struct vol *v, int (*cb)(void *arg, const struct hist_entry *h), void *arg)
 {
 	int rc = 0;
 
 	pthread_mutex_lock(&v->e->lock);
 	for (struct history *h = v->hists; h && !rc; h = h->next) {
-		struct hist_entry he = { h->row.version, h->bv != NULL,
-					 h->row.tape_status != HS_NONE, h->row.date };
+		struct hist_entry he;
+		hist_entry_of(h, &he);
 		rc = cb(arg, &he);
 	}
 	pthread_mutex_unlock(&v->e->lock);
@@ -324,10 +333,7 @@ int vol_history(struct vol *v, uint64_t version, struct hist_entry *out)
 	pthread_mutex_lock(&v->e->lock);
 	struct history *h = vol_hist(v, version);
 	if (h) {
-		out->version = version;
-		out->disk = h->bv != NULL;
-		out->tape = h->row.tape_status != HS_NONE;
-		out->date = h->row.date;
+		hist_entry_of(h, out);
 		rc = 0;
 	}
 	pthread_mutex_unlock(&v->e->lock);

@@ -92,6 +92,7 @@ int64_t vol_seek_data(struct vol *v, uint64_t off, int whence);
 struct hist_entry {
 	uint64_t version;
 	bool disk, tape;
+	bool image_from_tape; /* `image` is read from the tape tier */
 	int64_t date;
 };
 int vol_list_histories(struct vol *v, int (*cb)(void *arg, const struct hist_entry *h),

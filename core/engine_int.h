@@ -47,6 +47,13 @@ struct history {
 	struct history *next; /* ascending version */
 };
 
+/* Whether the disk side can serve the history's image; `image` (HIMG_BEST)
+ * reads from tape when it cannot. */
+static inline bool hist_disk_ok(const struct history *h)
+{
+	return h->bv && h->row.disk_status != HS_FAILED;
+}
+
 struct job {
 	struct vol *v;
 	struct bvol *bv;

@@ -517,7 +517,7 @@ int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg 
 		rc = -ENOENT;
 		goto out_unlock;
 	}
-	bool disk_ok = h->bv && h->row.disk_status != HS_FAILED;
+	bool disk_ok = hist_disk_ok(h);
 	bool tape_ok = h->row.tape_status == HS_SUCCEEDED;
 	if (kind == HIMG_BEST)
 		kind = disk_ok ? HIMG_DISK : HIMG_TAPE;

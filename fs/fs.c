@@ -305,7 +305,7 @@ static int do_getattr(struct fs *fs, fuse_ino_t ino, struct stat *st)
 			 * st_blksize at a time, so make that the largest request.
 			 * (Through the page cache, reads as large as the kernel's
 			 * read-ahead defeat it: a disk image keeps the grain.) */
-			if (p.kind == K_TAPEIMG || (p.kind == K_IMAGE && !he.disk))
+			if (p.kind == K_TAPEIMG || (p.kind == K_IMAGE && he.image_from_tape))
 				st->st_blksize = FS_MAX_IO;
 		}
 		break;
@@ -847,31 +847,19 @@ static char *get_iobuf(size_t len)
 	return b->buf;
 }
 
-/* Answers a read from fd at off: pread into this thread's buffer, then one
- * reply. (libfuse's fuse_reply_data does not splice here and falls back to a
- * buffer it maps and unmaps for every reply: a page fault per 4 KiB read.) */
+/* Answers a read from fd at off: pread into this thread's buffer (the data
+ * I/O path, fault shim included; past the file's end reads as zeros), then
+ * one reply. (libfuse's fuse_reply_data does not splice here and falls back
+ * to a buffer it maps and unmaps for every reply: a page fault per 4 KiB.) */
 static void reply_fd(fuse_req_t req, int fd, uint64_t off, size_t size)
 {
 	char *buf = get_iobuf(size);
-	size_t got = 0;
+	int rc = buf ? util_pread_full(IO_DATA, fd, buf, size, off) : -ENOMEM;
 
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	while (got < size) {
-		ssize_t n = pread(fd, buf + got, size - got, (off_t)(off + got));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			fuse_reply_err(req, errno);
-			return;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	fuse_reply_buf(req, buf, got);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, size);
 }
 
 /* himg_read_iov's reply: the request is answered (and freed) here, so a
@@ -1165,8 +1153,6 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 	conn->max_write = FS_MAX_IO;
 	conn->max_readahead = FS_MAX_IO;
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	if (fs->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	else
