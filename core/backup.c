@@ -602,7 +602,8 @@ struct restore_src {
 	struct history *h;
 	struct tier_image *ti; /* tape source */
 	bool tape;
-	uint32_t cut;	       /* h's cut era (0: unknown, e.g. imported), read under e->lock */
+	uint32_t cut;	       /* h's cut era when restoring onto its own volume; else 0
+				  (elsewhere, or unknown: imported) */
 };
 
 /* Where a restore writes, and what it did there. */
@@ -632,8 +633,6 @@ struct rqueue {
 	int fd;		       /* the target, read by the compare thread */
 	int dfd;	       /* the same, O_DIRECT, or -1; the compare thread's */
 	uint64_t chunk_grains;
-	uint32_t cut;	       /* the history's cut era, when the target is its own
-				  volume and the cut is known; else 0 */
 	uint64_t compared;     /* grains read and hashed; the compare thread's */
 	bool fetch_only;       /* changed grains rarely match: fetch them unread */
 	unsigned since_probe;  /* chunks judged without hashing since the last probe */
@@ -756,6 +755,16 @@ static int reopen_direct(int fd)
 	return open(p, O_RDONLY | O_DIRECT | O_CLOEXEC);
 }
 
+/* End of the run of grains with chunk c's verdict at i. */
+static uint64_t run_end(const struct rchunk *c, uint64_t i)
+{
+	uint64_t j = i + 1;
+
+	while (j < c->nr && c->what[j] == c->what[i])
+		j++;
+	return j;
+}
+
 /* Reads grains [i, j) of chunk c from the target into its buffer. */
 static int compare_read(struct rqueue *q, struct rchunk *c, uint64_t i, uint64_t j)
 {
@@ -781,7 +790,7 @@ static int compare_read(struct rqueue *q, struct rchunk *c, uint64_t i, uint64_t
 }
 
 /* Read chunk c (from grain g0) of the target and judge each grain against
- * the tape. With a known cut (q->cut), a grain the volume's tracking has not
+ * the tape. With a known cut (src->cut), a grain the volume's tracking has not
  * seen written since the history was cut still holds the history's bytes: it
  * matches without being read. The others are read and hashed, unless that
  * has stopped paying: when fewer than 1 in RESTORE_MATCH_MIN compared grains
@@ -800,10 +809,10 @@ static int compare_chunk(struct rqueue *q, struct rchunk *c, uint64_t g0)
 	c->g0 = g0;
 	c->nr = v->nr_grains - g0 < q->chunk_grains ? v->nr_grains - g0 : q->chunk_grains;
 	for (uint64_t i = 0; i < c->nr; i++)
-		c->what[i] = q->cut && track_grain_era(v->trk, g0 + i) <= q->cut ? G_MATCH : G_DATA;
+		c->what[i] = q->src->cut && track_grain_era(v->trk, g0 + i) <= q->src->cut ? G_MATCH
+											: G_DATA;
 	for (uint64_t i = 0; i < c->nr; i = j) {
-		for (j = i + 1; j < c->nr && c->what[j] == c->what[i]; j++)
-			;
+		j = run_end(c, i);
 		if (c->what[i] == G_MATCH)
 			continue;
 		if (hash) {
@@ -852,8 +861,7 @@ static void prefetch_chunk(struct restore_src *s, const struct rchunk *c)
 	if (!t->image_prefetch)
 		return;
 	for (uint64_t i = 0; i < c->nr; i = j) {
-		for (j = i + 1; j < c->nr && c->what[j] == c->what[i]; j++)
-			;
+		j = run_end(c, i);
 		if (c->what[i] == G_DATA)
 			t->image_prefetch(s->ti, (c->g0 + i) * s->v->row.grain_bytes,
 					  (size_t)grains_len(s->v, c->g0 + i, j - i));
@@ -975,13 +983,12 @@ static int put_run(struct restore_src *s, struct restore_dst *d, void *p, uint64
 static int restore_chunk(struct restore_src *s, struct restore_dst *d, struct rchunk *c)
 {
 	struct vol *v = s->v;
-	uint64_t grain = v->row.grain_bytes, j;
+	uint64_t grain = v->row.grain_bytes, j, bytes0 = d->bytes;
 	int rc = 0;
 
 	for (uint64_t i = 0; i < c->nr && !rc; i = j) {
 		uint8_t what = c->what[i];
-		for (j = i + 1; j < c->nr && c->what[j] == what; j++)
-			;
+		j = run_end(c, i);
 		uint64_t off = (c->g0 + i) * grain, len = grains_len(v, c->g0 + i, j - i);
 		uint8_t *p = c->buf + i * grain;
 		if (what == G_MATCH) {
@@ -1004,7 +1011,7 @@ static int restore_chunk(struct restore_src *s, struct restore_dst *d, struct rc
 	}
 	/* Start writing the chunk back now rather than all of the volume at
 	 * the final fsync: the disk works while the next chunks arrive. */
-	if (!rc && d->bytes)
+	if (!rc && d->bytes > bytes0)
 		sync_file_range(d->to_tv ? v->tv_fd : d->fd, (off_t)(c->g0 * grain),
 				(off_t)grains_len(v, c->g0, c->nr), SYNC_FILE_RANGE_WRITE);
 	return rc;
@@ -1025,7 +1032,6 @@ static int restore_tape(struct restore_src *s, struct restore_dst *d)
 	q->fd = d->to_tv ? v->tv_fd : d->fd;
 	q->dfd = reopen_direct(q->fd);
 	q->chunk_grains = RESTORE_CHUNK_BYTES / grain ? RESTORE_CHUNK_BYTES / grain : 1;
-	q->cut = d->to_tv ? s->cut : 0;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->cond, NULL);
 	for (int i = 0; i < RESTORE_QUEUE; i++) {
@@ -1146,7 +1152,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 		}
 	}
 	uint32_t base = diff ? src.h->bv->row.track_base : 0;
-	src.cut = src.h->row.cut_era;
+	src.cut = to_tv ? src.h->row.cut_era : 0;
 	pthread_mutex_unlock(&e->lock);
 
 	atomic_store(&v->restore_pct, 0);

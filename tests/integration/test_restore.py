@@ -511,6 +511,27 @@ def test_tape_restore_stops_comparing_what_no_longer_matches(mount, tmp_path):
     assert_same(data, ref, "restore -m TAPE over a half-restored volume")
 
 
+def test_tape_restore_probes_for_matches_again(mount, tmp_path):
+    """Fetching unread is not for good: every 8th chunk is compared again.
+    Over a volume whose last third already holds the backup's bytes, the
+    first chunk's misses switch comparing off, the probe at the 9th chunk
+    finds matches and switches it back on, and the last chunks are skipped."""
+    m = mount
+    chunk = 16 * MiB
+    size = 12 * chunk
+    data, ref, kv = backed_up(m, tmp_path, "tp", size, 60, "-m TAPE")
+    fill(data, 0, size, seed=61)
+    with open(ref, "rb") as f:                      # chunks 8..11 put back
+        f.seek(8 * chunk)
+        pwrite_sync(data, 8 * chunk, f.read(4 * chunk))
+    kr = restore(m, "tp", f"-v {kv['version']} -m TAPE")
+    per_chunk = chunk // GRAIN
+    assert kr["grains_copied"] == str(8 * per_chunk), kr
+    # chunk 0 (misses), 1..7 fetched unread, 8 the probe, 9..11 compared
+    assert kr["grains_compared"] == str(5 * per_chunk), kr
+    assert_same(data, ref, "restore -m TAPE after the probe")
+
+
 def test_tape_round_trip_file_pool(mount, tmp_path):
     reason = tape_probe(mount, tmp_path)
     if reason:
