@@ -612,9 +612,10 @@ static uint64_t queue_grains_locked(struct tier_image *im, uint64_t from, uint64
 	return g;
 }
 
-/* Read-ahead is scheduled in whole runs that end on a multiple of run_max
- * grains: an upload lays each claim of run_max grains back to back in a pack
- * (upload.c), so aligned windows become GETs of run_max blocks. */
+/* Read-ahead is scheduled in whole steps that end on a multiple of ra_step
+ * grains (run_max, or the whole window when that is smaller): an upload lays
+ * each claim back to back in a pack (upload.c), and claims start on such
+ * multiples, so an aligned window becomes whole-claim GETs. */
 static void schedule_readahead_locked(struct tier_image *im, uint64_t from, struct cache_ent **tmp,
 				      uint32_t tmp_cap)
 {
