@@ -138,8 +138,7 @@ static int open_pack_new_locked(struct upload *u, struct open_pack **out)
 	/* pack_bytes of blocks (a whole number of claims) after the header */
 	size_t slots = p->pack_bytes / grain ? p->pack_bytes / grain : 1;
 	op->data_cap = TAPE_PACK_HEADER_BYTES + slots * grain;
-	size_t max_blocks = (op->data_cap - TAPE_PACK_HEADER_BYTES) / grain;
-	op->buf_cap = op->data_cap + max_blocks * TAPE_PACK_ENTRY_BYTES + TAPE_PACK_TRAILER_BYTES;
+	op->buf_cap = op->data_cap + slots * TAPE_PACK_ENTRY_BYTES + TAPE_PACK_TRAILER_BYTES;
 	op->buf = u->nr_spare_buf ? u->spare_buf[--u->nr_spare_buf] : malloc(op->buf_cap);
 	if (!op->buf) {
 		free(op);
@@ -345,9 +344,9 @@ static void *upload_worker(void *arg)
 		uint64_t end = start + claim;
 		if (end > u->nr_grains)
 			end = u->nr_grains;
-		int rc = 0;
+		int rc;
 		bt.n = 0;
-		for (uint64_t g = start; g < end && !rc; g++) {
+		for (uint64_t g = start; g < end; g++) {
 			if (atomic_load(&u->err))
 				goto out_free;
 			if (req->cancel && atomic_load(req->cancel)) {
@@ -372,6 +371,10 @@ static void *upload_worker(void *arg)
 					r->pack = TAPE_ZERO_PACK;
 				} else {
 					rc = tape_sha256(buf, grain, bt.hash[bt.n]);
+					if (rc) {
+						upload_fail(u, rc, "hashing a block");
+						goto out_free;
+					}
 					bt.grain[bt.n++] = g;
 					continue; /* counted done once placed */
 				}
@@ -379,8 +382,7 @@ static void *upload_worker(void *arg)
 			if (req->done_grains)
 				atomic_fetch_add(req->done_grains, 1);
 		}
-		if (!rc)
-			rc = upload_batch(u, &bt);
+		rc = upload_batch(u, &bt);
 		if (rc) {
 			upload_fail(u, rc, "storing a block");
 			break;
