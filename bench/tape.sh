@@ -64,6 +64,18 @@ log "filling ts and tf from the parts"
 fill_from_parts "$VS/data" "$W/img" "$NP"
 fill_from_parts "$VF/data" "$W/img" "$NP"
 uploaded() { bpy metric "$MNT" acmfs_tape_bytes_uploaded_total; }
+# tape_backup VOLDIR WHAT: backup -m TAPE until tape_status=succeeded; sets
+# TB_S (seconds), TB_V (version) and TB_BYTES (bytes uploaded)
+tape_backup() {
+	local u0 r
+	u0=$(uploaded)
+	r=$(bpy backup "$1" tape_status 900 "backup -m TAPE")
+	log "$r"
+	[[ $(kv status "$r") == succeeded ]] || die "$2: $r"
+	TB_S=$(kv total_s "$r")
+	TB_V=$(kv version "$r")
+	TB_BYTES=$(($(uploaded) - u0))
+}
 
 # s3rver is one Node.js process on the same 2 cores: its speed swings by
 # 2x from run to run (garbage collection, JIT), so each S3 transfer is
@@ -85,13 +97,8 @@ for r in $(seq "$ROUNDS"); do
 	bpy ctl "$MNT/ctl" "tapepolicy ts pool=s3r$r" >/dev/null
 	drop_caches
 	log "acmfs: backup -m TAPE to s3 (round $r)"
-	U0=$(uploaded)
-	R=$(bpy backup "$VS" tape_status 900 "backup -m TAPE")
-	log "$R"
-	[[ $(kv status "$R") == succeeded ]] || die "S3 tape backup: $R"
-	S3_UP_ALL+=" $(kv total_s "$R")"
-	S3_V1=$(kv version "$R")
-	S3_UP_BYTES=$(($(uploaded) - U0))
+	tape_backup "$VS" "S3 tape backup"
+	S3_UP_ALL+=" $TB_S" S3_V1=$TB_V S3_UP_BYTES=$TB_BYTES
 done
 S3_UP_S=$(best "$S3_UP_ALL")
 CURL_PUT_S=$(best "$CURL_PUT_ALL")
@@ -134,12 +141,8 @@ rm -f "$W/awsget.img"
 log "rewriting 1% of ts's grains at random"
 NCHG=$(bpy change "$VS/data" 1 "$GRAIN" 5)
 drop_caches
-U0=$(uploaded)
-R=$(bpy backup "$VS" tape_status 900 "backup -m TAPE")
-log "$R"
-[[ $(kv status "$R") == succeeded ]] || die "second S3 tape backup: $R"
-S3_UP2_S=$(kv total_s "$R")
-S3_UP2_BYTES=$(($(uploaded) - U0))
+tape_backup "$VS" "second S3 tape backup"
+S3_UP2_S=$TB_S S3_UP2_BYTES=$TB_BYTES
 
 # ------------------------------------------------------------------ file://
 # the same rounds on file:// pools (each upload to a pool of its own, under
@@ -151,13 +154,8 @@ for r in $(seq "$ROUNDS"); do
 	bpy ctl "$MNT/ctl" "tapepolicy tf pool=f$r" >/dev/null
 	drop_caches
 	log "acmfs: backup -m TAPE of tf to file:// pool f$r (round $r)"
-	U0=$(uploaded)
-	R=$(bpy backup "$VF" tape_status 900 "backup -m TAPE")
-	log "$R"
-	[[ $(kv status "$R") == succeeded ]] || die "file tape backup: $R"
-	F_UP_ALL+=" $(kv total_s "$R")"
-	F_V1=$(kv version "$R")
-	F_UP_BYTES=$(($(uploaded) - U0))
+	tape_backup "$VF" "file tape backup"
+	F_UP_ALL+=" $TB_S" F_V1=$TB_V F_UP_BYTES=$TB_BYTES
 
 	drop_caches
 	log "peer: cp tv.img + fdatasync (round $r)"
@@ -190,12 +188,8 @@ CP_GET_S=$(best "$CP_GET_ALL")
 log "rewriting 1% of tf's grains at random"
 NCHGF=$(bpy change "$VF/data" 1 "$GRAIN" 6)
 drop_caches
-U0=$(uploaded)
-R=$(bpy backup "$VF" tape_status 900 "backup -m TAPE")
-log "$R"
-[[ $(kv status "$R") == succeeded ]] || die "second file tape backup: $R"
-F_UP2_S=$(kv total_s "$R")
-F_UP2_BYTES=$(($(uploaded) - U0))
+tape_backup "$VF" "second file tape backup"
+F_UP2_S=$TB_S F_UP2_BYTES=$TB_BYTES
 stop_acmfs "$MNT" "$ACMFS_PID"
 
 # ------------------------------------------------------------------ report

@@ -60,7 +60,6 @@ SANITIZER_PATTERNS = (
 ASAN_MODULE_RE = re.compile(r"^test_(backup|datapath)")
 
 
-
 def retry_busy(fn, timeout=5.0):
     """fn(), retried while it raises EBUSY, for a moment: FUSE sends RELEASE
     asynchronously after close(2), so a command that needs a file closed may
