@@ -149,6 +149,17 @@ ssize_t io_pread(enum io_class c, int fd, void *buf, size_t len, off_t off)
 	return pread(fd, buf, len, off);
 }
 
+ssize_t io_preadv(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
+	int rc = fault_check(c, NULL);
+
+	if (rc) {
+		errno = -rc;
+		return -1;
+	}
+	return preadv(fd, iov, iovcnt, off);
+}
+
 ssize_t io_pwrite(enum io_class c, int fd, const void *buf, size_t len, off_t off)
 {
 	bool half = false;
@@ -165,6 +176,24 @@ ssize_t io_pwrite(enum io_class c, int fd, const void *buf, size_t len, off_t of
 		return -1;
 	}
 	return pwrite(fd, buf, len, off);
+}
+
+ssize_t io_pwritev(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
+	bool half = false;
+	int rc = fault_check(c, &half);
+
+	if (rc && half && iovcnt > 0 && iov[0].iov_len > 1) {
+		size_t n = iov[0].iov_len / 2;
+		if (n >= 4096)
+			n -= n % 4096;
+		return pwrite(fd, iov[0].iov_base, n, off); /* short */
+	}
+	if (rc) {
+		errno = -rc;
+		return -1;
+	}
+	return pwritev(fd, iov, iovcnt, off);
 }
 
 int io_fsync(enum io_class c, int fd)

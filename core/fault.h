@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 enum io_class { IO_TRACK, IO_CATALOG, IO_DATA, IO_STORE, IO_TAPE, IO_NCLASS };
 
@@ -37,7 +38,11 @@ uint64_t fault_count(enum io_class c);
 void fault_report(void);
 
 ssize_t io_pread(enum io_class c, int fd, void *buf, size_t len, off_t off);
+ssize_t io_preadv(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off);
 ssize_t io_pwrite(enum io_class c, int fd, const void *buf, size_t len, off_t off);
+/* an injected short write writes half the first segment, in whole 4 KiB
+ * pages where it has them (so that a direct-I/O descriptor takes it) */
+ssize_t io_pwritev(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off);
 int io_fsync(enum io_class c, int fd);
 int io_fdatasync(enum io_class c, int fd);
 int io_rename(enum io_class c, const char *from, const char *to);

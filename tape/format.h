@@ -24,6 +24,10 @@
 #define TAPE_FORMAT_VERSION 1u
 
 #define TAPE_PACK_HEADER_BYTES	32u
+/* where a writer puts a pack's first block (zeros before it): with blocks of
+ * whole 4 KiB pages the data area is page aligned, so readers can fetch
+ * blocks with direct I/O; readers follow the index and accept any offset */
+#define TAPE_PACK_DATA_OFF	4096u
 #define TAPE_PACK_TRAILER_BYTES 64u
 #define TAPE_PACK_ENTRY_BYTES	48u
 #define TAPE_MANIFEST_FIXED	72u /* fixed part of the manifest header */

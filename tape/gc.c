@@ -159,7 +159,8 @@ static int outpack_start(struct outpack *o, size_t cap)
 	if (!o->buf)
 		return -ENOMEM;
 	tape_pack_header_encode(o->buf, o->id);
-	o->len = TAPE_PACK_HEADER_BYTES;
+	memset(o->buf + TAPE_PACK_HEADER_BYTES, 0, TAPE_PACK_DATA_OFF - TAPE_PACK_HEADER_BYTES);
+	o->len = TAPE_PACK_DATA_OFF;
 	o->nr = 0;
 	return 0;
 }
@@ -226,7 +227,7 @@ out_free:
 static int outpack_add(struct gc *gc, struct outpack *o, uint32_t old_pack,
 		       const struct tape_pack_entry *pe, const uint8_t *data)
 {
-	size_t need = TAPE_PACK_HEADER_BYTES + pe->len;
+	size_t need = TAPE_PACK_DATA_OFF + pe->len;
 	int rc;
 	if (o->buf && o->nr && o->len + pe->len > o->cap) {
 		rc = outpack_store(gc, o);

@@ -284,7 +284,8 @@ static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key,
 		e = calloc(1, sizeof(*e));
 		if (!e)
 			return NULL;
-		e->data = malloc(im->m.grain_bytes);
+		/* page aligned: a file pool reads blocks into it directly */
+		e->data = aligned_alloc(4096, im->m.grain_bytes);
 		if (!e->data) {
 			free(e);
 			return NULL;

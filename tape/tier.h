@@ -7,7 +7,7 @@
  *   endpoint=URL region=R path_style=1 credentials=/0600/file ca=/pem
  *   pack_mb=N (pack target, default 32)  threads=N (default 4)
  *   cache_mb=N (per-image verified-block cache, default 64)
- *   readahead_mb=N (default 32)
+ *   readahead_mb=N (default 64)
  * Format: docs/tape-format.md.
  */
 #ifndef ACMFS_TAPE_TIER_H

@@ -137,7 +137,7 @@ static int open_pack_new_locked(struct upload *u, struct open_pack **out)
 	uint32_t grain = u->req->grain_bytes;
 	/* pack_bytes of blocks (a whole number of claims) after the header */
 	size_t slots = p->pack_bytes / grain ? p->pack_bytes / grain : 1;
-	op->data_cap = TAPE_PACK_HEADER_BYTES + slots * grain;
+	op->data_cap = TAPE_PACK_DATA_OFF + slots * grain;
 	op->buf_cap = op->data_cap + slots * TAPE_PACK_ENTRY_BYTES + TAPE_PACK_TRAILER_BYTES;
 	op->buf = u->nr_spare_buf ? u->spare_buf[--u->nr_spare_buf] : malloc(op->buf_cap);
 	if (!op->buf) {
@@ -154,7 +154,8 @@ static int open_pack_new_locked(struct upload *u, struct open_pack **out)
 	p->packs[no].indexed = 1;
 	op->no = (uint32_t)no;
 	tape_pack_header_encode(op->buf, id);
-	op->len = TAPE_PACK_HEADER_BYTES;
+	memset(op->buf + TAPE_PACK_HEADER_BYTES, 0, TAPE_PACK_DATA_OFF - TAPE_PACK_HEADER_BYTES);
+	op->len = TAPE_PACK_DATA_OFF;
 	int rc = pin_locked(u, op->no);
 	if (rc) {
 		p->packs[no].state = PACK_GONE;

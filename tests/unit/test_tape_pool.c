@@ -19,7 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "format.h"
+#include "pool.h"
 #include "tier.h"
 
 #define GRAIN 4096u
@@ -303,9 +305,9 @@ static void test_incremental(void **state)
 	}
 	assert_int_equal(r2.blocks_new, 5);
 	assert_int_equal(r2.blocks_total, NR);
-	/* one pack of 5 blocks + one manifest */
+	/* one pack of 5 blocks (its data page aligned) + one manifest */
 	assert_int_equal(after.puts - before.puts, 2);
-	assert_true(after.bytes_put - before.bytes_put < 5 * GRAIN + NR * 24 + 2000);
+	assert_true(after.bytes_put - before.bytes_put < TAPE_PACK_DATA_OFF + 5 * GRAIN + NR * 24 + 2000);
 	check_image(c, r2.manifest, &v);
 
 	/* a second volume with the same content dedups completely */
@@ -453,7 +455,7 @@ static void test_corrupt_block_eio(void **state)
 	assert_int_equal(c->be->ops->list(c->be, "packs/", pack_keys_cb, &ks), 0);
 	assert_true(ks.n >= 1);
 	for (int i = 0; i < ks.n; i++)
-		assert_int_equal(tape_mem_corrupt(c->be, ks.k[i], 32 + 100), 0);
+		assert_int_equal(tape_mem_corrupt(c->be, ks.k[i], TAPE_PACK_DATA_OFF + 100), 0);
 
 	struct tier_image *im;
 	uint8_t *buf = malloc(v.size);
@@ -649,6 +651,51 @@ static void test_faults_and_cancel(void **state)
 	vol_free(&v);
 }
 
+/* A pack in a file pool: its blocks start page aligned after zeros, and
+ * getv returns the file's bytes whether the read is aligned (direct I/O)
+ * or not (buffered), including a read that runs past the end. */
+static void check_file_pack_reads(struct ctx *c, const char *dir)
+{
+	struct pack_keys ks = {.n = 0};
+	assert_int_equal(c->be->ops->list(c->be, "packs/", pack_keys_cb, &ks), 0);
+	assert_true(ks.n >= 1);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", dir, ks.k[0]);
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	static uint8_t file[256 * 1024];
+	size_t size = fread(file, 1, sizeof(file), f);
+	fclose(f);
+	assert_true(size > TAPE_PACK_DATA_OFF + 2 * GRAIN);
+	for (size_t i = TAPE_PACK_HEADER_BYTES; i < TAPE_PACK_DATA_OFF; i++)
+		assert_int_equal(file[i], 0);
+	struct tape_pack_entry *e;
+	uint32_t nr;
+	assert_int_equal(pool_pack_index_fetch(c->p, ks.k[0], size, &e, &nr), 0);
+	assert_true(nr >= 2);
+	assert_int_equal(e[0].off, TAPE_PACK_DATA_OFF);
+	free(e);
+
+	uint8_t *al = aligned_alloc(4096, 2 * GRAIN), *un = malloc(2 * GRAIN + 1);
+	assert_non_null(al);
+	assert_non_null(un);
+	struct iovec aiov[2] = {{al, GRAIN}, {al + GRAIN, GRAIN}};
+	assert_int_equal(tape_getv(c->be, ks.k[0], TAPE_PACK_DATA_OFF, aiov, 2, NULL, NULL),
+			 2 * GRAIN);
+	assert_memory_equal(al, file + TAPE_PACK_DATA_OFF, 2 * GRAIN);
+	struct iovec uiov[2] = {{un + 1, 100}, {un + 101, GRAIN}};
+	assert_int_equal(tape_getv(c->be, ks.k[0], 7, uiov, 2, NULL, NULL), 100 + GRAIN);
+	assert_memory_equal(un + 1, file + 7, 100 + GRAIN);
+	/* aligned, running past the end: what is there */
+	uint64_t tail = (size - GRAIN / 2) / 4096 * 4096;
+	struct iovec tiov[1] = {{al, 2 * GRAIN}};
+	assert_int_equal(tape_getv(c->be, ks.k[0], tail, tiov, 1, NULL, NULL),
+			 (ssize_t)(size - tail));
+	assert_memory_equal(al, file + tail, size - tail);
+	free(al);
+	free(un);
+}
+
 static void test_file_backend(void **state)
 {
 	(void)state;
@@ -664,6 +711,7 @@ static void test_file_backend(void **state)
 	fill_random(v.data, v.size);
 	assert_int_equal(upload(&c, &v, "vfile", 1, NULL, NULL, &r), 0);
 	check_image(&c, r.manifest, &v);
+	check_file_pack_reads(&c, dir);
 	struct tier_gc_stats st;
 	assert_int_equal(T->remove(c.p, r.manifest), 0);
 	assert_int_equal(T->gc(c.p, 0, &st), 0);
