@@ -27,9 +27,9 @@
  * (tape_image_read_iov: the FUSE reply is written from the cache itself).
  *
  * Locking: im->lock protects the cache, the job queue and read-ahead state;
- * im->idx_lock protects the per-pack index table and is held across the
- * fetch of one pack index. Neither is held while copying to the caller or
- * while a worker GETs. Order: idx_lock → pool->lock; never im->lock with
+ * im->idx_lock protects the per-pack index table; a pack index is fetched
+ * without it (marked loading meanwhile). Neither is held while copying to
+ * the caller or while a worker GETs. Order: idx_lock → pool->lock; never im->lock with
  * either.
  */
 #include "log.h"
@@ -71,6 +71,7 @@ struct job {
 
 struct pack_idx {
 	int loaded;
+	bool loading; /* a thread fetches it (idx_lock released); others wait on idx_cond */
 	struct tape_pack_entry *e;
 	uint32_t nr;
 };
@@ -87,6 +88,7 @@ struct tier_image {
 	uint64_t miss_cap;   /* entries in a read's miss array (≥ one read-ahead batch) */
 
 	pthread_mutex_t idx_lock;
+	pthread_cond_t idx_cond; /* a pack index finished loading (or failed to) */
 	struct pack_idx *pidx; /* per manifest pack; protected by idx_lock */
 
 	pthread_mutex_t lock;
@@ -115,12 +117,18 @@ static uint64_t ref_key(const struct tape_ref *r)
 
 /* ---- pack indexes ---- */
 
+/* The index of the manifest's pack number pack: from the pool when it knows
+ * the pack, else fetched (HEAD, trailer, index). The fetch runs without
+ * idx_lock, so workers wanting other packs' indexes do not queue behind it;
+ * a second thread wanting the same one waits for it. */
 static int image_pack_index(struct tier_image *im, uint32_t pack, struct pack_idx **out)
 {
 	struct tier_pool *p = im->p;
+	struct pack_idx *pi = &im->pidx[pack];
 	int rc = 0;
 	pthread_mutex_lock(&im->idx_lock);
-	struct pack_idx *pi = &im->pidx[pack];
+	while (pi->loading)
+		pthread_cond_wait(&im->idx_cond, &im->idx_lock);
 	if (pi->loaded)
 		goto out_unlock;
 	/* the pool may know it already */
@@ -137,17 +145,28 @@ static int image_pack_index(struct tier_image *im, uint32_t pack, struct pack_id
 	pthread_mutex_unlock(&p->lock);
 	if (pi->loaded)
 		goto out_unlock;
+	pi->loading = true;
+	pthread_mutex_unlock(&im->idx_lock);
+
 	char key[64];
 	struct tape_obj_info oi;
+	struct tape_pack_entry *e = NULL;
+	uint32_t nr = 0;
 	tape_pack_key(im->m.packs[pack], key, sizeof(key));
 	rc = p->be->ops->head(p->be, key, &oi);
 	if (!rc)
-		rc = pool_pack_index_fetch(p, key, oi.size_bytes, &pi->e, &pi->nr);
-	if (rc) {
+		rc = pool_pack_index_fetch(p, key, oi.size_bytes, &e, &nr);
+	if (rc)
 		tape_log(TAPE_LOG_ERR, "image %s: index of %s: %s", im->key, key, strerror(-rc));
-		goto out_unlock;
+
+	pthread_mutex_lock(&im->idx_lock);
+	if (!rc) {
+		pi->e = e;
+		pi->nr = nr;
+		pi->loaded = 1;
 	}
-	pi->loaded = 1;
+	pi->loading = false; /* on failure the next asker tries again */
+	pthread_cond_broadcast(&im->idx_cond);
 out_unlock:
 	if (!rc)
 		*out = pi;
@@ -504,6 +523,7 @@ void tape_image_close(struct tier_image *im)
 	tape_manifest_release(&im->m);
 	pthread_mutex_destroy(&im->lock);
 	pthread_mutex_destroy(&im->idx_lock);
+	pthread_cond_destroy(&im->idx_cond);
 	pthread_cond_destroy(&im->cond);
 	pthread_cond_destroy(&im->qcond);
 	free(im);
@@ -519,6 +539,7 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 	snprintf(im->key, sizeof(im->key), "%s", manifest);
 	pthread_mutex_init(&im->lock, NULL);
 	pthread_mutex_init(&im->idx_lock, NULL);
+	pthread_cond_init(&im->idx_cond, NULL);
 	pthread_cond_init(&im->cond, NULL);
 	pthread_cond_init(&im->qcond, NULL);
 	for (int attempt = 0;; attempt++) {
