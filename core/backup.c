@@ -594,6 +594,7 @@ out_unlock:
 #define RESTORE_CHUNK_MAX   (RESTORE_CHUNK_BYTES / (4 * ACM_KiB)) /* grains, at the smallest grain */
 #define RESTORE_QUEUE	    5 /* chunks compared and prefetched ahead: ~4 GETs in flight */
 #define RESTORE_ALIGN	    (4 * ACM_KiB) /* O_DIRECT: buffers, offsets, lengths */
+#define RESTORE_PIECE_BYTES (4 * ACM_MiB) /* one write from the image's cache */
 #define RESTORE_PROBE_EVERY 8 /* fetch-only: every 8th chunk is compared after all */
 #define RESTORE_MATCH_MIN   16 /* hashing pays while 1 in 16 compared grains matches */
 
@@ -612,6 +613,7 @@ struct restore_dst {
 	bool to_tv;	       /* the volume, through its write path; else fd */
 	bool blk;	       /* fd is a block device: zeros are written, not punched */
 	int fd;		       /* the target path when !to_tv */
+	int wfd;	       /* the target (TV or fd) opened for direct writes, or -1 */
 	uint64_t copied;       /* grains written or punched */
 	uint64_t bytes;	       /* bytes written (zero grains excluded) */
 	uint64_t skipped;      /* grains whose content already matched (tape) */
@@ -745,14 +747,14 @@ out_free:
 	return rc;
 }
 
-/* fd's file opened again for O_DIRECT reads (the same file, not a path that
- * may have changed), or -1 */
-static int reopen_direct(int fd)
+/* fd's file opened again for O_DIRECT reads or writes (the same file, not a
+ * path that may have changed), or -1 */
+static int reopen_direct(int fd, int mode)
 {
 	char p[64];
 
 	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
-	return open(p, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	return open(p, mode | O_DIRECT | O_CLOEXEC);
 }
 
 /* End of the run of grains with chunk c's verdict at i. */
@@ -938,45 +940,68 @@ struct run_put {
 	bool called;
 };
 
-/* image_read_iov's reply: write the run from the image's cache */
+/* whether a write of iov at off suits a direct-I/O descriptor */
+static bool iov_aligned(const struct iovec *iov, int cnt, uint64_t off)
+{
+	if (off % RESTORE_ALIGN)
+		return false;
+	for (int i = 0; i < cnt; i++)
+		if ((uintptr_t)iov[i].iov_base % RESTORE_ALIGN || iov[i].iov_len % RESTORE_ALIGN)
+			return false;
+	return true;
+}
+
+/* image_read_iov's reply: write the run from the image's cache, with one
+ * write call. Page-aligned pieces (a tape image's cache entries are) go
+ * through the direct descriptor: the disk reads them from the cache
+ * itself, with no copy into page-cache pages for a volume that is being
+ * replaced anyway; the kernel drops any cached pages of the range. */
 static int put_iov(void *arg, const struct iovec *iov, int cnt)
 {
 	struct run_put *r = arg;
-	uint64_t off = r->off, end = r->off + r->len;
-	int rc;
+	struct restore_dst *d = r->d;
+	uint64_t len = 0;
 
 	r->called = true;
-	r->d->touched = true; /* from here on the target may hold restored data */
-	for (int i = 0; i < cnt; i++) {
-		if (iov[i].iov_len > end - off)
-			return -EIO;
-		rc = dst_write(r->d, iov[i].iov_base, iov[i].iov_len, off);
-		if (rc)
-			return rc;
-		off += iov[i].iov_len;
-	}
-	return off == end ? 0 : -EIO;
+	for (int i = 0; i < cnt; i++)
+		len += iov[i].iov_len;
+	if (len != r->len)
+		return -EIO;
+	d->touched = true; /* from here on the target may hold restored data */
+	bool direct = d->wfd >= 0 && iov_aligned(iov, cnt, r->off);
+	if (d->to_tv)
+		return vol_writev_internal(d->v, direct ? d->wfd : d->v->tv_fd, iov, cnt, r->off);
+	return util_pwritev_full(IO_DATA, direct ? d->wfd : d->fd, iov, cnt, r->off);
 }
 
 /* Fetch the run of grains at off and write it: straight from the image's
- * cache when the tier lends it (one copy, and each piece still warm from the
- * previous one), else through the chunk's buffer p. */
+ * cache when the tier lends it (no copy in user space), in pieces of at
+ * most RESTORE_PIECE_BYTES (a tier lends no more than a few MiB at once and
+ * copies larger reads out into a fresh buffer), else through the chunk's
+ * buffer p. */
 static int put_run(struct restore_src *s, struct restore_dst *d, void *p, uint64_t len,
 		   uint64_t off)
 {
 	const struct tier_ops *t = s->v->e->tier;
-	struct run_put r = { d, off, len, false };
-	int rc = -EOPNOTSUPP;
+	uint64_t done = 0;
 
-	if (t->image_read_iov)
-		rc = t->image_read_iov(s->ti, (size_t)len, off, put_iov, &r);
-	if (rc != -EOPNOTSUPP || r.called)
-		return rc;
-	ssize_t n = t->image_read(s->ti, p, (size_t)len, off);
-	if (n != (ssize_t)len)
+	while (t->image_read_iov && done < len) {
+		uint64_t n = len - done < RESTORE_PIECE_BYTES ? len - done : RESTORE_PIECE_BYTES;
+		struct run_put r = { d, off + done, n, false };
+		int rc = t->image_read_iov(s->ti, (size_t)n, off + done, put_iov, &r);
+		if (rc == -EOPNOTSUPP && !r.called)
+			break; /* not lent: copy out the rest */
+		if (rc)
+			return rc;
+		done += n;
+	}
+	if (done == len)
+		return 0;
+	ssize_t n = t->image_read(s->ti, (uint8_t *)p + done, (size_t)(len - done), off + done);
+	if (n != (ssize_t)(len - done))
 		return n < 0 ? (int)n : -EIO;
 	d->touched = true;
-	return dst_write(d, p, len, off);
+	return dst_write(d, (uint8_t *)p + done, len - done, off + done);
 }
 
 /* Restore chunk c: runs of grains with the same verdict, one call each. */
@@ -1030,7 +1055,8 @@ static int restore_tape(struct restore_src *s, struct restore_dst *d)
 		return -ENOMEM;
 	q->src = s;
 	q->fd = d->to_tv ? v->tv_fd : d->fd;
-	q->dfd = reopen_direct(q->fd);
+	q->dfd = reopen_direct(q->fd, O_RDONLY);
+	d->wfd = reopen_direct(q->fd, O_WRONLY);
 	q->chunk_grains = RESTORE_CHUNK_BYTES / grain ? RESTORE_CHUNK_BYTES / grain : 1;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->cond, NULL);
@@ -1056,6 +1082,9 @@ static int restore_tape(struct restore_src *s, struct restore_dst *d)
 out_free:
 	if (q->dfd >= 0)
 		close(q->dfd);
+	if (d->wfd >= 0)
+		close(d->wfd);
+	d->wfd = -1;
 	for (int i = 0; i < RESTORE_QUEUE; i++)
 		free(q->slot[i].buf);
 	pthread_cond_destroy(&q->cond);
@@ -1068,7 +1097,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	       char *err, size_t errlen)
 {
 	struct restore_src src = { v, NULL, NULL, false, 0 };
-	struct restore_dst d = { .v = v, .to_tv = !c->has_path, .fd = -1 };
+	struct restore_dst d = { .v = v, .to_tv = !c->has_path, .fd = -1, .wfd = -1 };
 	bool to_tv = d.to_tv, diff = false;
 	int fd = -1, rc;
 	struct pool *p = NULL;

@@ -152,6 +152,9 @@ int save_hist(struct engine *e, struct history *h);
 
 /* vol.c — data path and copy jobs */
 int vol_write_internal(struct vol *v, const void *buf, size_t len, uint64_t off);
+/* the same from the segments of iov, through fd: the TV's descriptor or
+ * another of the same file (a restore's direct-I/O one) */
+int vol_writev_internal(struct vol *v, int fd, const struct iovec *iov, int cnt, uint64_t off);
 int vol_punch_internal(struct vol *v, uint64_t off, uint64_t len);
 struct job *job_create(struct vol *v, struct bvol *bv, struct history *h, bool full,
 		       uint32_t base); /* under e->lock + barrier write */

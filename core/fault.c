@@ -178,6 +178,30 @@ ssize_t io_pwrite(enum io_class c, int fd, const void *buf, size_t len, off_t of
 	return pwrite(fd, buf, len, off);
 }
 
+int io_iov_at(const struct iovec *iov, int cnt, int i, size_t seg, struct iovec *out, int max)
+{
+	int n = 0;
+
+	for (int k = i; k < cnt && n < max; k++, n++) {
+		size_t skip = k == i ? seg : 0;
+		out[n] = (struct iovec){ (char *)iov[k].iov_base + skip, iov[k].iov_len - skip };
+	}
+	return n;
+}
+
+void io_iov_skip(const struct iovec *iov, int *i, size_t *seg, size_t n)
+{
+	while (n) {
+		size_t take = iov[*i].iov_len - *seg < n ? iov[*i].iov_len - *seg : n;
+		*seg += take;
+		n -= take;
+		if (*seg == iov[*i].iov_len) {
+			(*i)++;
+			*seg = 0;
+		}
+	}
+}
+
 ssize_t io_pwritev(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off)
 {
 	bool half = false;

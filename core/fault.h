@@ -40,6 +40,11 @@ void fault_report(void);
 ssize_t io_pread(enum io_class c, int fd, void *buf, size_t len, off_t off);
 ssize_t io_preadv(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off);
 ssize_t io_pwrite(enum io_class c, int fd, const void *buf, size_t len, off_t off);
+/* Walking an iovec for partial preadv/pwritev: a position is (segment i,
+ * bytes seg into it). io_iov_at fills out with up to max segments from the
+ * position on and returns how many; io_iov_skip moves it on by n bytes. */
+int io_iov_at(const struct iovec *iov, int cnt, int i, size_t seg, struct iovec *out, int max);
+void io_iov_skip(const struct iovec *iov, int *i, size_t *seg, size_t n);
 /* an injected short write writes half the first segment, in whole 4 KiB
  * pages where it has them (so that a direct-I/O descriptor takes it) */
 ssize_t io_pwritev(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off);

@@ -254,6 +254,36 @@ int util_pwrite_full(enum io_class c, int fd, const void *buf, size_t len, uint6
 	return 0;
 }
 
+#define UTIL_IOV_BATCH 64 /* segments per pwritev */
+
+int util_pwritev_full(enum io_class c, int fd, const struct iovec *iov, int cnt, uint64_t off)
+{
+	struct iovec cur[UTIL_IOV_BATCH];
+	size_t seg = 0; /* bytes of iov[i] already written */
+	int i = 0;
+
+	for (;;) {
+		while (i < cnt && seg == iov[i].iov_len) { /* done or empty segments */
+			i++;
+			seg = 0;
+		}
+		if (i == cnt)
+			break;
+		int n = io_iov_at(iov, cnt, i, seg, cur, UTIL_IOV_BATCH);
+		ssize_t w = io_pwritev(c, fd, cur, n, (off_t)off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		off += (uint64_t)w;
+		io_iov_skip(iov, &i, &seg, (size_t)w);
+	}
+	return 0;
+}
+
 int util_fsync_dir(const char *path)
 {
 	char tmp[PATH_MAX];

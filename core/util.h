@@ -73,6 +73,9 @@ uint32_t util_crc32c(uint32_t crc, const void *buf, size_t len);
 /* Loop until all bytes are done; short reads past EOF fill zeros. */
 int util_pread_full(enum io_class c, int fd, void *buf, size_t len, uint64_t off) ACM_MUST_USE;
 int util_pwrite_full(enum io_class c, int fd, const void *buf, size_t len, uint64_t off) ACM_MUST_USE;
+/* the same for the segments of iov, written to the file one after another */
+int util_pwritev_full(enum io_class c, int fd, const struct iovec *iov, int cnt,
+		      uint64_t off) ACM_MUST_USE;
 /* write a whole file atomically: tmp + fsync + rename + dir fsync */
 int util_write_file_atomic(enum io_class c, const char *path, const void *buf, size_t len) ACM_MUST_USE;
 /* read a whole small file into a malloc'd NUL-terminated buffer */

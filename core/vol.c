@@ -193,41 +193,41 @@ ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off)
 	return (ssize_t)len;
 }
 
-static int write_locked(struct vol *v, const void *buf, size_t len, uint64_t off, bool punch)
+/* Writes the segments of iov (len bytes in all; NULL: punch len bytes) at
+ * off through fd, a descriptor of the TV: its own, or one opened for direct
+ * I/O by a restore. The tracking and the copy jobs see the write first. */
+static int write_locked(struct vol *v, int fd, const struct iovec *iov, int cnt, size_t len,
+			uint64_t off)
 {
 	uint64_t grain = v->row.grain_bytes;
 	uint64_t g0 = off / grain, g1 = (off + len - 1) / grain;
+	bool striped;
 	int rc;
 
 	pthread_rwlock_rdlock(&v->barrier);
 	rc = track_intent(v->trk, g0, g1);
 	if (rc)
 		goto out_unlock;
-	if (v->jobs) {
+	striped = v->jobs != NULL; /* the job list changes only under the barrier's write lock */
+	if (striped) {
 		stripes_lock(v, g0, g1);
 		for (struct job *j = v->jobs; j && !rc; j = j->next)
 			for (uint64_t g = g0; g <= g1 && !rc; g++)
 				if (bitmap_test(j->pending, g))
 					rc = cow_grain(v, j, g);
-		if (!rc) {
-			track_mark(v->trk, g0, g1);
-			if (punch)
-				rc = fallocate(v->tv_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-					       (off_t)off, (off_t)len) ? -errno : 0;
-			else
-				rc = util_pwrite_full(IO_DATA, v->tv_fd, buf, len, off);
-		}
-		stripes_unlock(v, g0, g1);
-	} else {
+	}
+	if (!rc) {
 		track_mark(v->trk, g0, g1);
-		if (punch)
-			rc = fallocate(v->tv_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		if (!iov)
+			rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 				       (off_t)len)
 				     ? -errno
 				     : 0;
 		else
-			rc = util_pwrite_full(IO_DATA, v->tv_fd, buf, len, off);
+			rc = util_pwritev_full(IO_DATA, fd, iov, cnt, off);
 	}
+	if (striped)
+		stripes_unlock(v, g0, g1);
 out_unlock:
 	pthread_rwlock_unlock(&v->barrier);
 	if (rc)
@@ -239,12 +239,23 @@ out_unlock:
 
 int vol_write_internal(struct vol *v, const void *buf, size_t len, uint64_t off)
 {
-	return len ? write_locked(v, buf, len, off, false) : 0;
+	struct iovec iov = { (void *)buf, len };
+
+	return len ? write_locked(v, v->tv_fd, &iov, 1, len, off) : 0;
+}
+
+int vol_writev_internal(struct vol *v, int fd, const struct iovec *iov, int cnt, uint64_t off)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < cnt; i++)
+		len += iov[i].iov_len;
+	return len ? write_locked(v, fd, iov, cnt, len, off) : 0;
 }
 
 int vol_punch_internal(struct vol *v, uint64_t off, uint64_t len)
 {
-	return len ? write_locked(v, NULL, (size_t)len, off, true) : 0;
+	return len ? write_locked(v, v->tv_fd, NULL, 0, (size_t)len, off) : 0;
 }
 
 ssize_t vol_write(struct vol *v, const void *buf, size_t len, uint64_t off)
@@ -257,7 +268,7 @@ ssize_t vol_write(struct vol *v, const void *buf, size_t len, uint64_t off)
 		return -ENOSPC;
 	if (len > v->row.size_bytes - off)
 		len = (size_t)(v->row.size_bytes - off);
-	rc = write_locked(v, buf, len, off, false);
+	rc = write_locked(v, v->tv_fd, &(struct iovec){ (void *)buf, len }, 1, len, off);
 	return rc ? rc : (ssize_t)len;
 }
 

@@ -179,12 +179,7 @@ static ssize_t file_getv(struct tape_backend *be, const char *key, uint64_t off,
 	ssize_t ret = 0;
 	int i = 0;
 	while (i < iovcnt) {
-		int n = 0;
-		for (int k = i; k < iovcnt && n < FILE_IOV_BATCH; k++, n++) {
-			size_t skip = k == i ? seg : 0;
-			cur[n] = (struct iovec){ (uint8_t *)iov[k].iov_base + skip,
-						 iov[k].iov_len - skip };
-		}
+		int n = io_iov_at(iov, iovcnt, i, seg, cur, FILE_IOV_BATCH);
 		ssize_t r = io_preadv(IO_TAPE, fd, cur, n, (off_t)(off + got));
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -199,15 +194,7 @@ static ssize_t file_getv(struct tape_backend *be, const char *key, uint64_t off,
 		if (r == 0)
 			break; /* end of the object */
 		got += (size_t)r;
-		for (size_t left = (size_t)r; left;) {
-			size_t take = iov[i].iov_len - seg < left ? iov[i].iov_len - seg : left;
-			seg += take;
-			left -= take;
-			if (seg == iov[i].iov_len) {
-				i++;
-				seg = 0;
-			}
-		}
+		io_iov_skip(iov, &i, &seg, (size_t)r);
 		if (progress && got - told >= (1u << 20)) {
 			progress(arg, got);
 			told = got;

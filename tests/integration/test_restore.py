@@ -9,6 +9,7 @@ import errno
 import os
 import random
 import re
+import subprocess
 import threading
 
 import pytest
@@ -530,6 +531,30 @@ def test_tape_restore_probes_for_matches_again(mount, tmp_path):
     # chunk 0 (misses), 1..7 fetched unread, 8 the probe, 9..11 compared
     assert kr["grains_compared"] == str(5 * per_chunk), kr
     assert_same(data, ref, "restore -m TAPE after the probe")
+
+
+def test_tape_restore_writes_around_the_page_cache(mount, tmp_path):
+    """A tape restore writes the volume with direct I/O: the blocks go from
+    the image's cache to the disk, so the TV's backing file is not left in
+    the page cache (the writes that overwrote it were, through `data`), and
+    reading `data` afterwards sees the restored bytes."""
+    m = mount
+    size = 64 * MiB
+    data, ref, kv = backed_up(m, tmp_path, "tw", size, 70, "-m TAPE")
+    fill(data, 0, size, seed=71)
+    tvs = list(m.store.glob("vol/*/tv.img"))
+    assert len(tvs) == 1, tvs
+
+    def resident():
+        out = subprocess.run(["fincore", "-b", "-n", "-o", "RES", str(tvs[0])],
+                             check=True, capture_output=True, text=True).stdout
+        return int(out.split()[0])
+
+    assert resident() > size // 2     # the overwrite sits in the page cache
+    kr = restore(m, "tw", f"-v {kv['version']} -m TAPE")
+    assert kr["grains_copied"] == str(size // GRAIN), kr
+    assert resident() < size // 8, "restored volume left in the page cache"
+    assert_same(data, ref, "restore -m TAPE with direct writes")
 
 
 def test_tape_round_trip_file_pool(mount, tmp_path):
