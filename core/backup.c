@@ -968,10 +968,18 @@ static int put_iov(void *arg, const struct iovec *iov, int cnt)
 	if (len != r->len)
 		return -EIO;
 	d->touched = true; /* from here on the target may hold restored data */
-	bool direct = d->wfd >= 0 && iov_aligned(iov, cnt, r->off);
-	if (d->to_tv)
-		return vol_writev_internal(d->v, direct ? d->wfd : d->v->tv_fd, iov, cnt, r->off);
-	return util_pwritev_full(IO_DATA, direct ? d->wfd : d->fd, iov, cnt, r->off);
+	for (;;) {
+		bool direct = d->wfd >= 0 && iov_aligned(iov, cnt, r->off);
+		int fd = direct ? d->wfd : d->to_tv ? d->v->tv_fd : d->fd;
+		int rc = d->to_tv ? vol_writev_internal(d->v, fd, iov, cnt, r->off)
+				  : util_pwritev_full(IO_DATA, fd, iov, cnt, r->off);
+		if (rc != -EINVAL || !direct)
+			return rc;
+		/* the target opened for direct I/O but refuses it (alignment
+		 * larger than a page): write this piece and the rest buffered */
+		close(d->wfd);
+		d->wfd = -1;
+	}
 }
 
 /* Fetch the run of grains at off and write it: straight from the image's
