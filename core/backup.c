@@ -593,7 +593,6 @@ out_unlock:
 #define RESTORE_CHUNK_BYTES (16 * ACM_MiB) /* the tape tier's largest GET (an upload's claim) */
 #define RESTORE_CHUNK_MAX   (RESTORE_CHUNK_BYTES / (4 * ACM_KiB)) /* grains, at the smallest grain */
 #define RESTORE_QUEUE	    5 /* chunks compared and prefetched ahead: ~4 GETs in flight */
-#define RESTORE_ALIGN	    (4 * ACM_KiB) /* O_DIRECT: buffers, offsets, lengths */
 #define RESTORE_PIECE_BYTES (4 * ACM_MiB) /* one write from the image's cache */
 #define RESTORE_PROBE_EVERY 8 /* fetch-only: every 8th chunk is compared after all */
 #define RESTORE_MATCH_MIN   16 /* hashing pays while 1 in 16 compared grains matches */
@@ -776,7 +775,7 @@ static int compare_read(struct rqueue *q, struct rchunk *c, uint64_t i, uint64_t
 	int rc = -EINVAL;
 
 	/* O_DIRECT wants aligned lengths: a short last grain is read buffered */
-	if (q->dfd >= 0 && len % RESTORE_ALIGN == 0) {
+	if (q->dfd >= 0 && len % IO_DIRECT_ALIGN == 0) {
 		rc = util_pread_full(IO_DATA, q->dfd, buf, (size_t)len, g * grain);
 		if (rc == -EINVAL) { /* not for this file after all: stay buffered */
 			close(q->dfd);
@@ -940,17 +939,6 @@ struct run_put {
 	bool called;
 };
 
-/* whether a write of iov at off suits a direct-I/O descriptor */
-static bool iov_aligned(const struct iovec *iov, int cnt, uint64_t off)
-{
-	if (off % RESTORE_ALIGN)
-		return false;
-	for (int i = 0; i < cnt; i++)
-		if ((uintptr_t)iov[i].iov_base % RESTORE_ALIGN || iov[i].iov_len % RESTORE_ALIGN)
-			return false;
-	return true;
-}
-
 /* image_read_iov's reply: write the run from the image's cache, with one
  * write call. Page-aligned pieces (a tape image's cache entries are) go
  * through the direct descriptor: the disk reads them from the cache
@@ -969,7 +957,7 @@ static int put_iov(void *arg, const struct iovec *iov, int cnt)
 		return -EIO;
 	d->touched = true; /* from here on the target may hold restored data */
 	for (;;) {
-		bool direct = d->wfd >= 0 && iov_aligned(iov, cnt, r->off);
+		bool direct = d->wfd >= 0 && io_iov_aligned(iov, cnt, r->off);
 		int fd = direct ? d->wfd : d->to_tv ? d->v->tv_fd : d->fd;
 		int rc = d->to_tv ? vol_writev_internal(d->v, fd, iov, cnt, r->off)
 				  : util_pwritev_full(IO_DATA, fd, iov, cnt, r->off);
@@ -1069,7 +1057,7 @@ static int restore_tape(struct restore_src *s, struct restore_dst *d)
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->cond, NULL);
 	for (int i = 0; i < RESTORE_QUEUE; i++) {
-		q->slot[i].buf = aligned_alloc(RESTORE_ALIGN, q->chunk_grains * grain);
+		q->slot[i].buf = aligned_alloc(IO_DIRECT_ALIGN, q->chunk_grains * grain);
 		if (!q->slot[i].buf) {
 			rc = -ENOMEM;
 			goto out_free;

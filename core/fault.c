@@ -202,6 +202,16 @@ void io_iov_skip(const struct iovec *iov, int *i, size_t *seg, size_t n)
 	}
 }
 
+bool io_iov_aligned(const struct iovec *iov, int cnt, uint64_t off)
+{
+	if (off % IO_DIRECT_ALIGN)
+		return false;
+	for (int i = 0; i < cnt; i++)
+		if ((uintptr_t)iov[i].iov_base % IO_DIRECT_ALIGN || iov[i].iov_len % IO_DIRECT_ALIGN)
+			return false;
+	return true;
+}
+
 ssize_t io_pwritev(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off)
 {
 	bool half = false;
@@ -209,8 +219,8 @@ ssize_t io_pwritev(enum io_class c, int fd, const struct iovec *iov, int iovcnt,
 
 	if (rc && half && iovcnt > 0 && iov[0].iov_len > 1) {
 		size_t n = iov[0].iov_len / 2;
-		if (n >= 4096)
-			n -= n % 4096;
+		if (n >= IO_DIRECT_ALIGN)
+			n -= n % IO_DIRECT_ALIGN;
 		return pwrite(fd, iov[0].iov_base, n, off); /* short */
 	}
 	if (rc) {

@@ -45,6 +45,10 @@ ssize_t io_pwrite(enum io_class c, int fd, const void *buf, size_t len, off_t of
  * position on and returns how many; io_iov_skip moves it on by n bytes. */
 int io_iov_at(const struct iovec *iov, int cnt, int i, size_t seg, struct iovec *out, int max);
 void io_iov_skip(const struct iovec *iov, int *i, size_t *seg, size_t n);
+/* whether an I/O of iov at off suits an O_DIRECT descriptor: offset, every
+ * address and every length a multiple of IO_DIRECT_ALIGN */
+#define IO_DIRECT_ALIGN 4096u
+bool io_iov_aligned(const struct iovec *iov, int cnt, uint64_t off);
 /* an injected short write writes half the first segment, in whole 4 KiB
  * pages where it has them (so that a direct-I/O descriptor takes it) */
 ssize_t io_pwritev(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off);

@@ -136,20 +136,6 @@ out_log:
 	return rc;
 }
 
-#define DIRECT_ALIGN 4096u /* what O_DIRECT asks of addresses, offsets, lengths */
-
-/* Whether a read of iov at off can bypass the page cache: everything 4 KiB
- * aligned, as a reader of packs with aligned blocks asks (tape-format.md). */
-static bool direct_ok(uint64_t off, const struct iovec *iov, int iovcnt)
-{
-	if (off % DIRECT_ALIGN)
-		return false;
-	for (int i = 0; i < iovcnt; i++)
-		if ((uintptr_t)iov[i].iov_base % DIRECT_ALIGN || iov[i].iov_len % DIRECT_ALIGN)
-			return false;
-	return true;
-}
-
 /* Reads with preadv, up to FILE_IOV_BATCH segments a call (io_preadv keeps
  * the fault shim in the path), and reports progress about every MiB. An
  * aligned read goes around the page cache (O_DIRECT): the disk writes into
@@ -168,7 +154,7 @@ static ssize_t file_getv(struct tape_backend *be, const char *key, uint64_t off,
 	if (rc)
 		return rc;
 	int fd = -1;
-	if (direct_ok(off, iov, iovcnt))
+	if (io_iov_aligned(iov, iovcnt, off)) /* packs' blocks are (tape-format.md) */
 		fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	if (fd < 0)
 		fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -155,6 +155,13 @@ int tape_manifest_key(const char *volume, uint64_t version, const uint8_t rnd[8]
 
 /* ---- packs ---- */
 
+size_t tape_pack_start(uint8_t *out, const uint8_t id[16])
+{
+	tape_pack_header_encode(out, id);
+	memset(out + TAPE_PACK_HEADER_BYTES, 0, TAPE_PACK_DATA_OFF - TAPE_PACK_HEADER_BYTES);
+	return TAPE_PACK_DATA_OFF;
+}
+
 void tape_pack_header_encode(uint8_t out[TAPE_PACK_HEADER_BYTES], const uint8_t id[16])
 {
 	memset(out, 0, TAPE_PACK_HEADER_BYTES);

@@ -100,6 +100,9 @@ int tape_volume_name_ok(const char *volume);
 
 /* Packs. The header and trailer encoders write exactly their fixed size. */
 void tape_pack_header_encode(uint8_t out[TAPE_PACK_HEADER_BYTES], const uint8_t id[16]);
+/* A new pack's first TAPE_PACK_DATA_OFF bytes into out: the header, then
+ * zeros; returns the offset of its first block (TAPE_PACK_DATA_OFF). */
+size_t tape_pack_start(uint8_t *out, const uint8_t id[16]);
 int tape_pack_header_decode(const uint8_t *buf, size_t len, uint8_t id[16]);
 /* Encodes nr entries (sorted by offset) to out (nr * 48 bytes) and the
  * trailer that describes them. */

@@ -158,9 +158,7 @@ static int outpack_start(struct outpack *o, size_t cap)
 	o->buf = malloc(cap);
 	if (!o->buf)
 		return -ENOMEM;
-	tape_pack_header_encode(o->buf, o->id);
-	memset(o->buf + TAPE_PACK_HEADER_BYTES, 0, TAPE_PACK_DATA_OFF - TAPE_PACK_HEADER_BYTES);
-	o->len = TAPE_PACK_DATA_OFF;
+	o->len = tape_pack_start(o->buf, o->id);
 	o->nr = 0;
 	return 0;
 }

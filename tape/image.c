@@ -32,6 +32,7 @@
  * the caller or while a worker GETs. Order: idx_lock → pool->lock; never im->lock with
  * either.
  */
+#include "fault.h"
 #include "log.h"
 #include "pool.h"
 
@@ -304,7 +305,7 @@ static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key,
 		if (!e)
 			return NULL;
 		/* page aligned: a file pool reads blocks into it directly */
-		e->data = aligned_alloc(4096, im->m.grain_bytes);
+		e->data = aligned_alloc(IO_DIRECT_ALIGN, im->m.grain_bytes);
 		if (!e->data) {
 			free(e);
 			return NULL;

@@ -153,9 +153,7 @@ static int open_pack_new_locked(struct upload *u, struct open_pack **out)
 	p->packs[no].owner = u->id;
 	p->packs[no].indexed = 1;
 	op->no = (uint32_t)no;
-	tape_pack_header_encode(op->buf, id);
-	memset(op->buf + TAPE_PACK_HEADER_BYTES, 0, TAPE_PACK_DATA_OFF - TAPE_PACK_HEADER_BYTES);
-	op->len = TAPE_PACK_DATA_OFF;
+	op->len = tape_pack_start(op->buf, id);
 	int rc = pin_locked(u, op->no);
 	if (rc) {
 		p->packs[no].state = PACK_GONE;
