@@ -64,6 +64,17 @@ best() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | head -n1; }
 verdict() { if awk "BEGIN {exit !($1)}"; then echo met; else echo "**missed**"; fi; }
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# timed WHAT CMD...: with cold caches, logs WHAT, runs CMD and sets T_S to
+# the seconds it took
+timed() {
+	local what=$1 t0
+	shift
+	drop_caches
+	log "$what"
+	t0=$(now_ns)
+	"$@"
+	T_S=$(secs "$t0")
+}
 
 # ------------------------------------------------------------------ mounts
 wait_mount() {

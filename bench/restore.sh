@@ -62,17 +62,11 @@ R=$(bpy backup "$V" disk_status 900 "backup -T -m DISK")
 V1=$(kv version "$R")
 [[ -f $BV ]] || die "$BV missing"
 
-drop_caches
-log "acmfs: cp history/$V1/image"
-t0=$(now_ns)
-cp "$V/history/$V1/image" "$W/out.img"
-IMG_CP_S=$(secs "$t0")
+timed "acmfs: cp history/$V1/image" cp "$V/history/$V1/image" "$W/out.img"
+IMG_CP_S=$T_S
 rm -f "$W/out.img"
-drop_caches
-log "peer: cp bv1.img"
-t0=$(now_ns)
-cp "$BV" "$W/out.img"
-BV_CP_S=$(secs "$t0")
+timed "peer: cp bv1.img" cp "$BV" "$W/out.img"
+BV_CP_S=$T_S
 rm -f "$W/out.img"
 
 # ------------------------------------------------------------------ differential vs full
@@ -121,20 +115,15 @@ for r in $(seq "$ROUNDS"); do
 	log "checking the restored volume"
 	cat "$W"/img.? | cmp -s - "$V/data" || TAPE_CMP="**differs**"
 
-	drop_caches
-	log "peer: 4 parallel curl GETs (round $r)"
-	t0=$(now_ns)
-	curl_get_parallel curl/img "$NP" "$W/get"
-	CURL_GET_ALL+=" $(secs "$t0")"
+	timed "peer: 4 parallel curl GETs (round $r)" curl_get_parallel curl/img "$NP" "$W/get"
+	CURL_GET_ALL+=" $T_S"
 	rm -f "$W"/get.*
 done
 TAPE_S=$(best "$TAPE_ALL")
 CURL_GET_S=$(best "$CURL_GET_ALL")
-drop_caches
-log "peer: aws s3 cp download"
-t0=$(now_ns)
-aws --endpoint-url "$S3_EP" s3 cp --quiet "s3://$S3_BUCKET/aws/img" "$W/awsget.img"
-AWS_GET_S=$(secs "$t0")
+timed "peer: aws s3 cp download" \
+	aws --endpoint-url "$S3_EP" s3 cp --quiet "s3://$S3_BUCKET/aws/img" "$W/awsget.img"
+AWS_GET_S=$T_S
 rm -f "$W/awsget.img"
 stop_acmfs "$MNT" "$ACMFS_PID"
 

@@ -87,11 +87,9 @@ ROUNDS=3
 # each round uploads to a fresh pool (a prefix of its own): nothing to dedup
 S3_UP_ALL="" CURL_PUT_ALL=""
 for r in $(seq "$ROUNDS"); do
-	drop_caches
-	log "peer: 4 parallel curl PUTs of $NP x $PART bytes (round $r)"
-	t0=$(now_ns)
-	curl_put_parallel "$W/img" "$NP" "curl$r/img"
-	CURL_PUT_ALL+=" $(secs "$t0")"
+	timed "peer: 4 parallel curl PUTs of $NP x $PART bytes (round $r)" \
+		curl_put_parallel "$W/img" "$NP" "curl$r/img"
+	CURL_PUT_ALL+=" $T_S"
 
 	bpy ctl "$MNT/ctl" "pool create s3r$r s3://$S3_BUCKET/acmfs$r endpoint=$S3_EP path_style=1" >/dev/null
 	bpy ctl "$MNT/ctl" "tapepolicy ts pool=s3r$r" >/dev/null
@@ -103,38 +101,29 @@ done
 S3_UP_S=$(best "$S3_UP_ALL")
 CURL_PUT_S=$(best "$CURL_PUT_ALL")
 
-drop_caches
-log "peer: aws s3 cp upload of the TV's backing file"
-t0=$(now_ns)
-aws --endpoint-url "$S3_EP" s3 cp --quiet "$TVS" s3://$S3_BUCKET/aws/img
-AWS_PUT_S=$(secs "$t0")
+timed "peer: aws s3 cp upload of the TV's backing file" \
+	aws --endpoint-url "$S3_EP" s3 cp --quiet "$TVS" s3://$S3_BUCKET/aws/img
+AWS_PUT_S=$T_S
 
 # ------------------------------------------------------------------ S3 download
 S3_GET_ALL="" CURL_GET_ALL="" S3_CMP=identical
 for r in $(seq "$ROUNDS"); do
-	drop_caches
-	log "acmfs: cp history/$S3_V1/tape.img (round $r)"
-	t0=$(now_ns)
-	cp "$VS/history/$S3_V1/tape.img" "$W/out.img"
-	S3_GET_ALL+=" $(secs "$t0")"
+	timed "acmfs: cp history/$S3_V1/tape.img (round $r)" \
+		cp "$VS/history/$S3_V1/tape.img" "$W/out.img"
+	S3_GET_ALL+=" $T_S"
 	cmp -s "$W/out.img" "$TVS" || S3_CMP="**differs**"
 	rm -f "$W/out.img"
 
-	drop_caches
-	log "peer: 4 parallel curl GETs (round $r)"
-	t0=$(now_ns)
-	curl_get_parallel "curl$r/img" "$NP" "$W/get"
-	CURL_GET_ALL+=" $(secs "$t0")"
+	timed "peer: 4 parallel curl GETs (round $r)" curl_get_parallel "curl$r/img" "$NP" "$W/get"
+	CURL_GET_ALL+=" $T_S"
 	rm -f "$W"/get.*
 done
 S3_GET_S=$(best "$S3_GET_ALL")
 CURL_GET_S=$(best "$CURL_GET_ALL")
 
-drop_caches
-log "peer: aws s3 cp download"
-t0=$(now_ns)
-aws --endpoint-url "$S3_EP" s3 cp --quiet s3://$S3_BUCKET/aws/img "$W/awsget.img"
-AWS_GET_S=$(secs "$t0")
+timed "peer: aws s3 cp download" \
+	aws --endpoint-url "$S3_EP" s3 cp --quiet s3://$S3_BUCKET/aws/img "$W/awsget.img"
+AWS_GET_S=$T_S
 rm -f "$W/awsget.img"
 
 # ------------------------------------------------------------------ S3 1% change
@@ -145,6 +134,8 @@ tape_backup "$VS" "second S3 tape backup"
 S3_UP2_S=$TB_S S3_UP2_BYTES=$TB_BYTES
 
 # ------------------------------------------------------------------ file://
+# the file pool fsyncs its packs: the peer's copy is made durable too
+cp_durable() { cp "$1" "$2" && sync -d "$2"; }
 # the same rounds on file:// pools (each upload to a pool of its own, under
 # the scratch directory), against plain cp on the same disk
 F_UP_ALL="" CP_UP_ALL="" F_GET_ALL="" CP_GET_ALL="" F_CMP=identical
@@ -157,27 +148,18 @@ for r in $(seq "$ROUNDS"); do
 	tape_backup "$VF" "file tape backup"
 	F_UP_ALL+=" $TB_S" F_V1=$TB_V F_UP_BYTES=$TB_BYTES
 
-	drop_caches
-	log "peer: cp tv.img + fdatasync (round $r)"
-	t0=$(now_ns)
-	cp "$TVF" "$W/cp.img"
-	sync -d "$W/cp.img"
-	CP_UP_ALL+=" $(secs "$t0")"
+	timed "peer: cp tv.img + fdatasync (round $r)" cp_durable "$TVF" "$W/cp.img"
+	CP_UP_ALL+=" $T_S"
 	rm -f "$W/cp.img"
 
-	drop_caches
-	log "acmfs: cp history/$F_V1/tape.img (file://, round $r)"
-	t0=$(now_ns)
-	cp "$VF/history/$F_V1/tape.img" "$W/out.img"
-	F_GET_ALL+=" $(secs "$t0")"
+	timed "acmfs: cp history/$F_V1/tape.img (file://, round $r)" \
+		cp "$VF/history/$F_V1/tape.img" "$W/out.img"
+	F_GET_ALL+=" $T_S"
 	cmp -s "$W/out.img" "$TVF" || F_CMP="**differs**"
 	rm -f "$W/out.img"
 
-	drop_caches
-	log "peer: cp tv.img (round $r)"
-	t0=$(now_ns)
-	cp "$TVF" "$W/cp.img"
-	CP_GET_ALL+=" $(secs "$t0")"
+	timed "peer: cp tv.img (round $r)" cp "$TVF" "$W/cp.img"
+	CP_GET_ALL+=" $T_S"
 	rm -f "$W/cp.img"
 done
 F_UP_S=$(best "$F_UP_ALL")
