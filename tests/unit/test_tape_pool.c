@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -651,6 +653,22 @@ static void test_faults_and_cancel(void **state)
 	vol_free(&v);
 }
 
+/* pages of fd's [off, off + len) in the page cache */
+static size_t resident_pages(int fd, uint64_t off, size_t len)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	void *m = mmap(NULL, off + len, PROT_READ, MAP_SHARED, fd, 0);
+	assert_true(m != MAP_FAILED);
+	size_t nr = (len + (size_t)pg - 1) / (size_t)pg, n = 0;
+	unsigned char vec[256];
+	assert_true(nr <= sizeof(vec) && off % (uint64_t)pg == 0);
+	assert_int_equal(mincore((uint8_t *)m + off, len, vec), 0);
+	for (size_t i = 0; i < nr; i++)
+		n += vec[i] & 1;
+	munmap(m, off + len);
+	return n;
+}
+
 /* A pack in a file pool: its blocks start page aligned after zeros, and
  * getv returns the file's bytes whether the read is aligned (direct I/O)
  * or not (buffered), including a read that runs past the end. */
@@ -680,9 +698,20 @@ static void check_file_pack_reads(struct ctx *c, const char *dir)
 	assert_non_null(al);
 	assert_non_null(un);
 	struct iovec aiov[2] = {{al, GRAIN}, {al + GRAIN, GRAIN}};
+	/* out of the page cache first: an aligned read goes around it (direct
+	 * I/O) and leaves it so; a buffered read would bring the pages in */
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
 	assert_int_equal(tape_getv(c->be, ks.k[0], TAPE_PACK_DATA_OFF, aiov, 2, NULL, NULL),
 			 2 * GRAIN);
 	assert_memory_equal(al, file + TAPE_PACK_DATA_OFF, 2 * GRAIN);
+	int dfd = open(path, O_RDONLY | O_DIRECT); /* not on tmpfs: there all is cached */
+	if (dfd >= 0) {
+		close(dfd);
+		assert_int_equal(resident_pages(fd, TAPE_PACK_DATA_OFF, 2 * GRAIN), 0);
+	}
+	close(fd);
 	struct iovec uiov[2] = {{un + 1, 100}, {un + 101, GRAIN}};
 	assert_int_equal(tape_getv(c->be, ks.k[0], 7, uiov, 2, NULL, NULL), 100 + GRAIN);
 	assert_memory_equal(un + 1, file + 7, 100 + GRAIN);
