@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <linux/fs.h>
 
+#include "iomem.h"
 #include "log.h"
 
 #define LOG_PREFIX "backup"
@@ -1057,7 +1058,8 @@ static int restore_tape(struct restore_src *s, struct restore_dst *d)
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->cond, NULL);
 	for (int i = 0; i < RESTORE_QUEUE; i++) {
-		q->slot[i].buf = aligned_alloc(IO_DIRECT_ALIGN, q->chunk_grains * grain);
+		/* compared grains are read into it with O_DIRECT */
+		q->slot[i].buf = iomem_alloc(q->chunk_grains * grain);
 		if (!q->slot[i].buf) {
 			rc = -ENOMEM;
 			goto out_free;
@@ -1082,7 +1084,7 @@ out_free:
 		close(d->wfd);
 	d->wfd = -1;
 	for (int i = 0; i < RESTORE_QUEUE; i++)
-		free(q->slot[i].buf);
+		iomem_free(q->slot[i].buf, q->chunk_grains * grain);
 	pthread_cond_destroy(&q->cond);
 	pthread_mutex_destroy(&q->lock);
 	free(q);

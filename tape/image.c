@@ -33,6 +33,7 @@
  * either.
  */
 #include "fault.h"
+#include "iomem.h"
 #include "log.h"
 #include "pool.h"
 
@@ -98,6 +99,7 @@ struct tier_image {
 	struct cache_ent **htab; /* protected by lock */
 	uint32_t hcap;
 	struct cache_ent *lru_head, *lru_tail;
+	struct iomem_slab mem;	  /* entries' data: huge-page backed (iomem.h) */
 	struct cache_ent *spare;  /* dropped entries kept for reuse (next = link) */
 	uint64_t nr_spare;
 	uint64_t nr_ents, cap_ents;
@@ -273,7 +275,7 @@ static void cache_drop_locked(struct tier_image *im, struct cache_ent *e)
 		im->nr_spare++;
 		return;
 	}
-	free(e->data);
+	iomem_slab_put(&im->mem, e->data);
 	free(e);
 }
 
@@ -304,8 +306,9 @@ static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key,
 		e = calloc(1, sizeof(*e));
 		if (!e)
 			return NULL;
-		/* page aligned: a file pool reads blocks into it directly */
-		e->data = aligned_alloc(IO_DIRECT_ALIGN, im->m.grain_bytes);
+		/* a file pool reads blocks into it directly, a tape restore
+		 * writes from it directly: one disk segment per block */
+		e->data = iomem_slab_get(&im->mem);
 		if (!e->data) {
 			free(e);
 			return NULL;
@@ -510,9 +513,9 @@ void tape_image_close(struct tier_image *im)
 	while (im->spare) {
 		struct cache_ent *e = im->spare;
 		im->spare = e->next;
-		free(e->data);
 		free(e);
 	}
+	iomem_slab_release(&im->mem);
 	if (im->pack_nos)
 		pool_unpin(im->p, im->pack_nos, im->m.nr_packs);
 	for (uint32_t i = 0; im->pidx && i < im->m.nr_packs; i++)
@@ -566,8 +569,11 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 		im->pack_nos = NULL;
 		goto out_close;
 	}
-	im->pidx = calloc(im->m.nr_packs + 1, sizeof(*im->pidx));
 	uint32_t grain = im->m.grain_bytes;
+	rc = iomem_slab_init(&im->mem, grain);
+	if (rc)
+		goto out_close;
+	im->pidx = calloc(im->m.nr_packs + 1, sizeof(*im->pidx));
 	im->run_max = TAPE_RUN_BYTES / grain;
 	if (im->run_max < 1)
 		im->run_max = 1;

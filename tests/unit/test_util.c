@@ -1,6 +1,7 @@
 /*
  * test_util.c — core/util.c: names, sizes, numbers, dates, bitmaps, CRC32C,
- * zero detection, whole-file I/O and the capped text buffer.
+ * zero detection, whole-file I/O and the capped text buffer; core/iomem.c's
+ * direct-I/O buffers.
  *
  * Pure functions are checked against literal expected values (never against a
  * second call of the code under test); CRC32C against the published check value
@@ -8,6 +9,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
@@ -21,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "iomem.h"
 #include "util.h"
 
 /* ---- names ---- */
@@ -558,6 +561,117 @@ static void test_files(void **state)
 	assert_int_equal(nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS), 0);
 }
 
+/* ---- direct-I/O memory (iomem.c) ---- */
+
+/* AnonHugePages (KiB) of the mapping holding p, from /proc/self/smaps; -1 if
+ * not found */
+static long huge_kib_at(const void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	int in = 0;
+	long kib = -1;
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %ld kB", &kib) == 1)
+			break;
+	}
+	fclose(f);
+	return kib;
+}
+
+static bool thp_madvise_works(void)
+{
+	char buf[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	if (!f)
+		return false;
+	bool ok = fgets(buf, sizeof(buf), f) && !strstr(buf, "[never]");
+	fclose(f);
+	return ok;
+}
+
+static void test_iomem_alloc(void **state)
+{
+	(void)state;
+	/* small: page aligned, zero-filled, writable */
+	uint8_t *a = iomem_alloc(5000);
+	assert_non_null(a);
+	assert_int_equal((uintptr_t)a % 4096, 0);
+	for (size_t i = 0; i < 8192; i++)
+		assert_int_equal(a[i], 0);
+	memset(a, 0xa5, 8192); /* rounded up to two pages */
+	iomem_free(a, 5000);
+
+	/* large: chunk aligned, and huge pages where the kernel has them */
+	size_t len = 3 * (size_t)IOMEM_CHUNK + 12345;
+	uint8_t *b = iomem_alloc(len);
+	assert_non_null(b);
+	assert_int_equal((uintptr_t)b % IOMEM_CHUNK, 0);
+	assert_int_equal(b[len - 1], 0);
+	memset(b, 1, len);
+	if (thp_madvise_works())
+		assert_true(huge_kib_at(b) >= (long)(IOMEM_CHUNK / 1024));
+	iomem_free(b, len);
+
+	iomem_free(NULL, 0);
+	errno = 0;
+	assert_null(iomem_alloc(0));
+	assert_int_equal(errno, EINVAL);
+}
+
+static void test_iomem_slab(void **state)
+{
+	(void)state;
+	struct iomem_slab s;
+	enum { N = 100, OBJ = 65536 };
+	uint8_t *o[N];
+
+	assert_int_equal(iomem_slab_init(&s, 0), -EINVAL);
+	assert_int_equal(iomem_slab_init(&s, OBJ), 0);
+	for (int i = 0; i < N; i++) {
+		o[i] = iomem_slab_get(&s);
+		assert_non_null(o[i]);
+		assert_int_equal((uintptr_t)o[i] % 4096, 0);
+		/* inside one huge page: one disk segment */
+		assert_int_equal((uintptr_t)o[i] / IOMEM_CHUNK, ((uintptr_t)o[i] + OBJ - 1) / IOMEM_CHUNK);
+		memset(o[i], i, OBJ);
+	}
+	/* distinct objects: nobody wrote over another */
+	for (int i = 0; i < N; i++)
+		assert_int_equal(o[i][OBJ - 1], (uint8_t)i);
+	assert_int_equal(s.nr_chunks, (N * OBJ + IOMEM_CHUNK - 1) / IOMEM_CHUNK);
+	if (thp_madvise_works())
+		assert_true(huge_kib_at(o[0]) >= (long)(IOMEM_CHUNK / 1024));
+	/* what is put back comes out again before new memory is mapped */
+	iomem_slab_put(&s, o[7]);
+	iomem_slab_put(&s, o[42]);
+	size_t chunks = s.nr_chunks;
+	uint8_t *x = iomem_slab_get(&s), *y = iomem_slab_get(&s);
+	assert_true((x == o[42] && y == o[7]) || (x == o[7] && y == o[42]));
+	assert_int_equal(s.nr_chunks, chunks);
+	iomem_slab_release(&s);
+	assert_int_equal(s.nr_chunks, 0);
+
+	/* an object larger than a chunk, and an odd size rounded to pages */
+	assert_int_equal(iomem_slab_init(&s, 4u << 20), 0);
+	uint8_t *big = iomem_slab_get(&s);
+	assert_non_null(big);
+	memset(big, 3, 4u << 20);
+	iomem_slab_release(&s);
+	assert_int_equal(iomem_slab_init(&s, 1000), 0);
+	assert_int_equal(s.obj_bytes, 4096);
+	uint8_t *p1 = iomem_slab_get(&s), *p2 = iomem_slab_get(&s);
+	assert_int_equal(p2 - p1, 4096);
+	iomem_slab_release(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -575,6 +689,8 @@ int main(void)
 		cmocka_unit_test(test_sbuf_cap),
 		cmocka_unit_test(test_sbuf_json),
 		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_iomem_alloc),
+		cmocka_unit_test(test_iomem_slab),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
