@@ -33,6 +33,7 @@
  * either.
  */
 #include "fault.h"
+#include "hashv.h"
 #include "iomem.h"
 #include "log.h"
 #include "pool.h"
@@ -399,21 +400,31 @@ static void run_settle(struct run *r, uint32_t upto, bool fetched)
 
 	while (r->done < upto) {
 		uint32_t n = upto - r->done < 64 ? upto - r->done : 64;
+		/* the blocks the pack index knows are checked together */
+		const uint8_t *data[64], *want[64];
+		uint32_t at[64], nr_check = 0;
+		bool sum_ok[64];
 		for (uint32_t i = 0; i < n; i++) {
-			uint32_t b = r->done + i;
-			uint64_t off = j->off0 + (uint64_t)b * grain;
+			uint64_t off = j->off0 + (uint64_t)(r->done + i) * grain;
 			long k = fetched ? tape_pack_entry_find(r->pi->e, r->pi->nr, off) : -1;
-			uint8_t h[32];
-			ok[i] = k >= 0 && r->pi->e[k].len == grain &&
-				!tape_sha256(j->ent[b]->data, grain, h) &&
-				!memcmp(h, r->pi->e[k].hash, 32);
-			if (!ok[i] && fetched) {
-				char hex[33];
-				tape_hex(im->m.packs[j->pack], 16, hex);
-				tape_log(TAPE_LOG_ERR,
-					 "image %s: block at %llu of pack %s fails its hash check",
-					 im->key, (unsigned long long)off, hex);
+			ok[i] = false;
+			if (k >= 0 && r->pi->e[k].len == grain) {
+				data[nr_check] = j->ent[r->done + i]->data;
+				want[nr_check] = r->pi->e[k].hash;
+				at[nr_check++] = i;
 			}
+		}
+		tape_sha256_check(nr_check, data, grain, want, sum_ok);
+		for (uint32_t c = 0; c < nr_check; c++)
+			ok[at[c]] = sum_ok[c];
+		for (uint32_t i = 0; i < n && fetched; i++) {
+			if (ok[i])
+				continue;
+			char hex[33];
+			tape_hex(im->m.packs[j->pack], 16, hex);
+			tape_log(TAPE_LOG_ERR, "image %s: block at %llu of pack %s fails its hash check",
+				 im->key, (unsigned long long)(j->off0 + (uint64_t)(r->done + i) * grain),
+				 hex);
 		}
 		bool wake = false;
 		pthread_mutex_lock(&im->lock);

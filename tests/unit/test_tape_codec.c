@@ -1,10 +1,12 @@
 /*
  * test_tape_codec.c — tape/format.c: pack header/index/trailer and manifest
  * round trips, every corruption (magic, version, checksum, truncation,
- * bounds), block naming and keys, zero-grain detection.
+ * bounds), block naming and keys, zero-grain detection; tape/hashv.c's
+ * batched SHA-256 checks against OpenSSL's digests.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "format.h"
+#include "hashv.h"
 
 /* ---- packs ---- */
 
@@ -319,6 +322,115 @@ static void test_le_helpers(void **state)
 	assert_int_equal(tape_get_le16(b), 0xbeef);
 }
 
+/* ---- batched SHA-256 checks (hashv.c) ---- */
+
+/* n blocks of len bytes, pseudo-random; want[i] = OpenSSL's digest */
+struct hv_fixture {
+	unsigned n;
+	size_t len;
+	uint8_t *buf;
+	const uint8_t **data, **want;
+	uint8_t (*sum)[32];
+	bool *ok;
+};
+
+static void hv_make(struct hv_fixture *f, unsigned n, size_t len, uint32_t seed)
+{
+	f->n = n;
+	f->len = len;
+	f->buf = malloc(n * len + 1);
+	f->data = calloc(n + 1, sizeof(*f->data));
+	f->want = calloc(n + 1, sizeof(*f->want));
+	f->sum = calloc(n + 1, sizeof(*f->sum));
+	f->ok = calloc(n + 1, sizeof(*f->ok));
+	assert_non_null(f->buf);
+	assert_non_null(f->ok);
+	for (size_t i = 0; i < n * len; i++) {
+		seed = seed * 1103515245u + 12345u;
+		f->buf[i] = (uint8_t)(seed >> 16);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		f->data[i] = f->buf + i * len;
+		assert_int_equal(tape_sha256(f->data[i], len, f->sum[i]), 0);
+		f->want[i] = f->sum[i];
+	}
+}
+
+static void hv_free(struct hv_fixture *f)
+{
+	free(f->buf);
+	free(f->data);
+	free(f->want);
+	free(f->sum);
+	free(f->ok);
+}
+
+static void test_sha256_check_sizes(void **state)
+{
+	(void)state;
+	/* around the fast path's bounds (65..65599 bytes), the default grain,
+	 * grains beyond it, one block, a batch larger than one round */
+	static const struct {
+		unsigned n;
+		size_t len;
+	} c[] = {{8, 64}, {8, 65}, {8, 4096}, {8, 65536}, {3, 65599}, {3, 65600},
+		 {2, 131072}, {1, 65536}, {150, 65536}, {5, 1000}};
+	for (size_t t = 0; t < sizeof(c) / sizeof(c[0]); t++) {
+		struct hv_fixture f;
+		hv_make(&f, c[t].n, c[t].len, (uint32_t)t + 1);
+		memset(f.ok, 0, f.n);
+		tape_sha256_check(f.n, f.data, f.len, f.want, f.ok);
+		for (unsigned i = 0; i < f.n; i++)
+			assert_true(f.ok[i]);
+		/* damage every third block: in its first 64 bytes (the part the
+		 * fast path hashes separately), its last byte, or its middle */
+		for (unsigned i = 0; i < f.n; i += 3) {
+			size_t at = (i / 3) % 3 == 0 ? 5 : (i / 3) % 3 == 1 ? f.len - 1 : f.len / 2;
+			f.buf[i * f.len + at] ^= 0x40;
+		}
+		tape_sha256_check(f.n, f.data, f.len, f.want, f.ok);
+		for (unsigned i = 0; i < f.n; i++)
+			assert_int_equal(f.ok[i], i % 3 != 0);
+		hv_free(&f);
+	}
+	tape_sha256_check(0, NULL, 65536, NULL, NULL); /* nothing to do */
+}
+
+static void test_sha256_check_wrong_digest(void **state)
+{
+	(void)state;
+	struct hv_fixture f;
+	hv_make(&f, 6, 65536, 99);
+	/* intact blocks, expected digests off by one bit each, or swapped */
+	f.sum[1][31] ^= 1;
+	f.sum[3][0] ^= 0x80;
+	f.want[4] = f.sum[5];
+	tape_sha256_check(f.n, f.data, f.len, f.want, f.ok);
+	assert_true(f.ok[0]);
+	assert_false(f.ok[1]);
+	assert_true(f.ok[2]);
+	assert_false(f.ok[3]);
+	assert_false(f.ok[4]);
+	assert_true(f.ok[5]);
+	hv_free(&f);
+}
+
+static void test_sha256_check_fast_path(void **state)
+{
+	(void)state;
+#ifdef ACMFS_HAVE_IPSEC_MB
+	/* built with libipsec-mb: the default grain must take the fast path
+	 * (its self-test passed), or the tests above only tested OpenSSL */
+	assert_true(tape_sha256_check_fast(65536));
+	assert_true(tape_sha256_check_fast(65599));
+	assert_false(tape_sha256_check_fast(65600));
+	assert_false(tape_sha256_check_fast(64));
+#else
+	assert_false(tape_sha256_check_fast(65536));
+	skip();
+#endif
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -326,6 +438,9 @@ int main(void)
 		cmocka_unit_test(test_manifest_roundtrip), cmocka_unit_test(test_manifest_corruption),
 		cmocka_unit_test(test_block_naming),	   cmocka_unit_test(test_zero_detection),
 		cmocka_unit_test(test_le_helpers),
+		cmocka_unit_test(test_sha256_check_sizes),
+		cmocka_unit_test(test_sha256_check_wrong_digest),
+		cmocka_unit_test(test_sha256_check_fast_path),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
