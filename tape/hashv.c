@@ -46,7 +46,14 @@ static IMB_MGR *mgr_new(void)
 	IMB_ARCH arch;
 	if (!m)
 		return NULL;
-	init_mb_mgr_auto(m, &arch);
+	/* With SHA-NI, the SSE manager's SHA-256 runs two lanes of SHA-NI: full
+	 * speed from two blocks on. The "best" (AVX-512) manager would run 16
+	 * AVX-512 lanes instead, which a streaming read's batches of four
+	 * never fill (measured: half OpenSSL's speed at four, 1.8x at 16). */
+	if (imb_get_feature_flags() & IMB_FEATURE_SHANI)
+		init_mb_mgr_sse(m);
+	else
+		init_mb_mgr_auto(m, &arch);
 	if (imb_get_errno(m)) {
 		free_mb_mgr(m);
 		return NULL;

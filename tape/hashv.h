@@ -5,7 +5,7 @@
  * one message at a time, 1.6 GB/s here) that was about 70 % of the daemon's
  * CPU reading a file:// image. libipsec-mb hashes several messages at once
  * (multi-buffer: the rounds of independent messages interleaved), about
- * twice as fast on this machine, but its SHA-256 jobs refuse messages of
+ * twice as fast on this machine (two SHA-NI lanes), but its SHA-256 jobs refuse messages of
  * 65536 bytes or more, and the default grain is exactly that. A check does
  * not need the digest, only whether it equals the expected one, and that
  * fits the library's limit:
