@@ -74,6 +74,15 @@ static int fsync_dir(const char *dir)
 	return rc;
 }
 
+/* turns O_DIRECT on or off for fd; 0 or -1 (errno) */
+static int set_direct(int fd, bool on)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -1;
+	return fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT);
+}
+
 static int file_put(struct tape_backend *be, const char *key, const void *buf, size_t len)
 {
 	struct file_backend *f = fb(be);
@@ -96,18 +105,39 @@ static int file_put(struct tape_backend *be, const char *key, const void *buf, s
 		rc = -errno;
 		goto out_log;
 	}
+	/* A page-aligned buffer (the upload's packs) goes around the page cache:
+	 * its whole pages with O_DIRECT, the last partial page buffered. Filling
+	 * fresh page-cache pages was 40 % of the daemon's CPU in a file://
+	 * upload, and a pack written once is read (with O_DIRECT) much later.
+	 * Where the file system refuses, everything is written buffered. */
 	const uint8_t *p = buf;
-	size_t left = len;
-	while (left) {
-		ssize_t n = io_pwrite(IO_TAPE, fd, p, left, (off_t)(len - left));
+	size_t done = 0, direct = (uintptr_t)buf % IO_DIRECT_ALIGN ? 0 : len - len % IO_DIRECT_ALIGN;
+	if (direct && set_direct(fd, true))
+		direct = 0;
+	while (done < len) {
+		ssize_t n;
+		if (done < direct) {
+			struct iovec v = {(void *)(p + done), direct - done};
+			n = io_pwritev(IO_TAPE, fd, &v, 1, (off_t)done);
+			if (n < 0 && errno == EINVAL) {
+				direct = 0; /* not for this file system: buffered from here */
+				if (set_direct(fd, false) == 0)
+					continue;
+			}
+		} else {
+			if (direct && (fcntl(fd, F_GETFL) & O_DIRECT) && set_direct(fd, false)) {
+				rc = -errno;
+				goto out_unlink;
+			}
+			n = io_pwrite(IO_TAPE, fd, p + done, len - done, (off_t)done);
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			rc = -errno;
 			goto out_unlink;
 		}
-		p += n;
-		left -= (size_t)n;
+		done += (size_t)n;
 	}
 	if (io_fsync(IO_TAPE, fd)) {
 		rc = -errno;

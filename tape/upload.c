@@ -30,6 +30,7 @@
  * writer count, and the pin bookkeeping; never across read_grain, hashing,
  * copying block bytes or a PUT.
  */
+#include "iomem.h"
 #include "log.h"
 #include "pool.h"
 
@@ -77,6 +78,29 @@ struct upload {
 	unsigned nr_spare_buf;
 };
 
+/* Bytes of every pack buffer of the upload: header, pack_bytes of blocks (a
+ * whole number of claims), their index and the trailer. */
+static size_t pack_buf_bytes(const struct upload *u)
+{
+	uint32_t grain = u->req->grain_bytes;
+	size_t slots = u->p->pack_bytes / grain ? u->p->pack_bytes / grain : 1;
+	return TAPE_PACK_DATA_OFF + slots * grain + slots * TAPE_PACK_ENTRY_BYTES +
+	       TAPE_PACK_TRAILER_BYTES;
+}
+
+/* Pack buffers are iomem (page aligned, huge pages): a file pool writes them
+ * around the page cache, whose fresh pages were 40 % of the daemon's CPU in
+ * a file:// upload (backend_file.c). */
+static uint8_t *pack_buf_new(const struct upload *u)
+{
+	return iomem_alloc(pack_buf_bytes(u));
+}
+
+static void pack_buf_free(const struct upload *u, uint8_t *buf)
+{
+	iomem_free(buf, pack_buf_bytes(u));
+}
+
 /* Returns a pack buffer to the spares (or frees it); takes p->lock. */
 static void pack_buf_put(struct upload *u, uint8_t *buf)
 {
@@ -86,7 +110,7 @@ static void pack_buf_put(struct upload *u, uint8_t *buf)
 		buf = NULL;
 	}
 	pthread_mutex_unlock(&u->p->lock);
-	free(buf);
+	pack_buf_free(u, buf);
 }
 
 static void open_pack_free(struct upload *u, struct open_pack *op)
@@ -138,15 +162,15 @@ static int open_pack_new_locked(struct upload *u, struct open_pack **out)
 	/* pack_bytes of blocks (a whole number of claims) after the header */
 	size_t slots = p->pack_bytes / grain ? p->pack_bytes / grain : 1;
 	op->data_cap = TAPE_PACK_DATA_OFF + slots * grain;
-	op->buf_cap = op->data_cap + slots * TAPE_PACK_ENTRY_BYTES + TAPE_PACK_TRAILER_BYTES;
-	op->buf = u->nr_spare_buf ? u->spare_buf[--u->nr_spare_buf] : malloc(op->buf_cap);
+	op->buf_cap = pack_buf_bytes(u);
+	op->buf = u->nr_spare_buf ? u->spare_buf[--u->nr_spare_buf] : pack_buf_new(u);
 	if (!op->buf) {
 		free(op);
 		return -ENOMEM;
 	}
 	long no = pool_pack_add_locked(p, id, PACK_PENDING);
 	if (no < 0) {
-		free(op->buf);
+		pack_buf_free(u, op->buf);
 		free(op);
 		return (int)no;
 	}
@@ -157,7 +181,7 @@ static int open_pack_new_locked(struct upload *u, struct open_pack **out)
 	int rc = pin_locked(u, op->no);
 	if (rc) {
 		p->packs[no].state = PACK_GONE;
-		free(op->buf);
+		pack_buf_free(u, op->buf);
 		free(op);
 		return rc;
 	}
@@ -583,7 +607,7 @@ int tape_pool_upload(struct tier_pool *p, const struct tier_upload_req *req,
 		open_pack_free(&u, op);
 	}
 	while (u.nr_spare_buf)
-		free(u.spare_buf[--u.nr_spare_buf]);
+		pack_buf_free(&u, u.spare_buf[--u.nr_spare_buf]);
 
 	rc = atomic_load(&u.err);
 	if (rc) {
