@@ -78,12 +78,25 @@ static void expected_tag(IMB_MGR *m, const uint8_t want[32], uint8_t out[32])
 	}
 }
 
+/* a job came back: its block's verdict, if the library ran it */
+static void job_done(IMB_MGR *m, const IMB_JOB *j, const uint8_t *const want[],
+		     uint8_t (*tag)[32], bool ok[], bool done[])
+{
+	unsigned k = (unsigned)(uintptr_t)j->user_data;
+	uint8_t exp[32];
+	if (j->status != IMB_STATUS_COMPLETED)
+		return;
+	expected_tag(m, want[k], exp);
+	ok[k] = !memcmp(exp, tag[k], 32);
+	done[k] = true;
+}
+
 /* one round of at most BATCH blocks through m */
 static void check_round(IMB_MGR *m, unsigned n, const uint8_t *const data[], size_t len,
                         const uint8_t *const want[], bool ok[])
 {
 	uint32_t inner[BATCH][8];
-	uint8_t tag[BATCH][32], exp[32];
+	uint8_t tag[BATCH][32];
 	bool done[BATCH] = {false};
 	IMB_JOB *j;
 
@@ -103,23 +116,11 @@ static void check_round(IMB_MGR *m, unsigned n, const uint8_t *const data[], siz
 		j->auth_tag_output = tag[i];
 		j->auth_tag_output_len_in_bytes = 32;
 		j->user_data = (void *)(uintptr_t)i;
-		for (j = IMB_SUBMIT_JOB(m); j; j = IMB_GET_COMPLETED_JOB(m)) {
-			unsigned k = (unsigned)(uintptr_t)j->user_data;
-			if (j->status == IMB_STATUS_COMPLETED) {
-				expected_tag(m, want[k], exp);
-				ok[k] = !memcmp(exp, tag[k], 32);
-				done[k] = true;
-			}
-		}
+		for (j = IMB_SUBMIT_JOB(m); j; j = IMB_GET_COMPLETED_JOB(m))
+			job_done(m, j, want, tag, ok, done);
 	}
-	while ((j = IMB_FLUSH_JOB(m))) {
-		unsigned k = (unsigned)(uintptr_t)j->user_data;
-		if (j->status == IMB_STATUS_COMPLETED) {
-			expected_tag(m, want[k], exp);
-			ok[k] = !memcmp(exp, tag[k], 32);
-			done[k] = true;
-		}
-	}
+	while ((j = IMB_FLUSH_JOB(m)))
+		job_done(m, j, want, tag, ok, done);
 	/* a job the library refused: the slow way, never a guess */
 	for (unsigned i = 0; i < n; i++)
 		if (!done[i])

@@ -101,8 +101,6 @@ struct tier_image {
 	uint32_t hcap;
 	struct cache_ent *lru_head, *lru_tail;
 	struct iomem_slab mem;	  /* entries' data: huge-page backed (iomem.h) */
-	struct cache_ent *spare;  /* dropped entries kept for reuse (next = link) */
-	uint64_t nr_spare;
 	uint64_t nr_ents, cap_ents;
 	struct job *q_head, *q_tail;
 	int stop;
@@ -261,21 +259,14 @@ static void hash_unlink(struct tier_image *im, struct cache_ent *e)
 	*pp = e->hnext;
 }
 
-/* Dropped entries are kept (up to the cache's size) rather than freed: a
- * streaming read allocates and drops one per grain, and memory handed back to
- * the system would be faulted in again on the next one. Spares and live
- * entries together stay within the cache size. */
+/* A dropped entry's data goes back to the slab, which keeps it mapped: a
+ * streaming read drops and allocates one per grain, and memory handed back to
+ * the system would be faulted in again on the next one. */
 static void cache_drop_locked(struct tier_image *im, struct cache_ent *e)
 {
 	hash_unlink(im, e);
 	lru_unlink(im, e);
 	im->nr_ents--;
-	if (!im->stop && im->nr_ents + im->nr_spare < im->cap_ents) {
-		e->next = im->spare;
-		im->spare = e;
-		im->nr_spare++;
-		return;
-	}
 	iomem_slab_put(&im->mem, e->data);
 	free(e);
 }
@@ -298,12 +289,7 @@ static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key,
 			return NULL;
 		}
 	}
-	if (!e && im->spare) {
-		e = im->spare;
-		im->spare = e->next;
-		im->nr_spare--;
-		im->nr_ents++;
-	} else if (!e) {
+	if (!e) {
 		e = calloc(1, sizeof(*e));
 		if (!e)
 			return NULL;
@@ -521,11 +507,6 @@ void tape_image_close(struct tier_image *im)
 		pthread_join(im->workers[i], NULL);
 	while (im->lru_head)
 		cache_drop_locked(im, im->lru_head);
-	while (im->spare) {
-		struct cache_ent *e = im->spare;
-		im->spare = e->next;
-		free(e);
-	}
 	iomem_slab_release(&im->mem);
 	if (im->pack_nos)
 		pool_unpin(im->p, im->pack_nos, im->m.nr_packs);
