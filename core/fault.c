@@ -4,6 +4,7 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@ struct rule {
 
 static struct rule rules[MAX_RULES];
 static int nrules;
-static bool any_active, report_counts;
+static bool any_active, report_counts, no_direct;
 static atomic_uint_fast64_t counts[IO_NCLASS];
 static const char *const class_names[IO_NCLASS] = { "track", "catalog", "data", "store", "tape" };
 
@@ -48,6 +49,9 @@ void fault_init_from_env(void)
 	nrules = 0;
 	any_active = false;
 	report_counts = getenv("ACMFS_FAULT_COUNT") != NULL;
+	no_direct = getenv("ACMFS_FAULT_NODIRECT") != NULL;
+	if (no_direct)
+		log_warn("fault injection armed: direct I/O refused (EINVAL)");
 	if (!spec || !*spec)
 		return;
 	snprintf(buf, sizeof(buf), "%s", spec);
@@ -138,8 +142,21 @@ void fault_report(void)
 		log_warn("io ops: %s=%llu", class_names[i], (unsigned long long)fault_count(i));
 }
 
+/* ACMFS_FAULT_NODIRECT: an O_DIRECT descriptor's reads and writes fail
+ * with EINVAL (no operation counted), as on a file system that opens
+ * O_DIRECT but wants a larger alignment than the caller's */
+static bool refuse_direct(int fd)
+{
+	if (!no_direct || !(fcntl(fd, F_GETFL) & O_DIRECT))
+		return false;
+	errno = EINVAL;
+	return true;
+}
+
 ssize_t io_pread(enum io_class c, int fd, void *buf, size_t len, off_t off)
 {
+	if (refuse_direct(fd))
+		return -1;
 	int rc = fault_check(c, NULL);
 
 	if (rc) {
@@ -151,6 +168,8 @@ ssize_t io_pread(enum io_class c, int fd, void *buf, size_t len, off_t off)
 
 ssize_t io_preadv(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off)
 {
+	if (refuse_direct(fd))
+		return -1;
 	int rc = fault_check(c, NULL);
 
 	if (rc) {
@@ -162,6 +181,8 @@ ssize_t io_preadv(enum io_class c, int fd, const struct iovec *iov, int iovcnt, 
 
 ssize_t io_pwrite(enum io_class c, int fd, const void *buf, size_t len, off_t off)
 {
+	if (refuse_direct(fd))
+		return -1;
 	bool half = false;
 	int rc = fault_check(c, &half);
 
@@ -214,6 +235,8 @@ bool io_iov_aligned(const struct iovec *iov, int cnt, uint64_t off)
 
 ssize_t io_pwritev(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off)
 {
+	if (refuse_direct(fd))
+		return -1;
 	bool half = false;
 	int rc = fault_check(c, &half);
 

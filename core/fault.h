@@ -13,6 +13,10 @@
  *       action eio | enospc | short (half a write, then EIO) | crash (_exit(137)
  *              before the operation: a kill -9 at that instant)
  *   ACMFS_FAULT_COUNT=1   log each class's operation count at exit
+ *   ACMFS_FAULT_NODIRECT=1  reads and writes through an O_DIRECT descriptor
+ *                           fail with EINVAL (a file system that opens
+ *                           O_DIRECT but refuses page-aligned I/O), so the
+ *                           buffered fallbacks run
  *
  * Without ACMFS_FAULT the wrappers cost one predictable branch.
  */

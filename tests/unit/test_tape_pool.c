@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "fault.h"
 #include "format.h"
 #include "iomem.h"
 #include "pool.h"
@@ -779,6 +780,35 @@ static void check_file_puts(struct ctx *c, const char *dir)
 	free(un);
 }
 
+/* A file system that opens O_DIRECT but refuses the I/O (the fault shim's
+ * ACMFS_FAULT_NODIRECT): aligned puts and reads fall back to buffered I/O
+ * and still store and return exactly the bytes. */
+static void check_file_nodirect(struct ctx *c, const char *dir)
+{
+	size_t len = 5 * 4096 + 7;
+	uint8_t *al = iomem_alloc(len), *back = iomem_alloc(len);
+	assert_non_null(al);
+	assert_non_null(back);
+	fill_random(al, len);
+	assert_int_equal(setenv("ACMFS_FAULT_NODIRECT", "1", 1), 0);
+	fault_init_from_env();
+	assert_int_equal(c->be->ops->put(c->be, "t/nodirect", al, len), 0);
+	struct iovec iov[2] = {{back, 4096}, {back + 4096, 4 * 4096}};
+	assert_int_equal(tape_getv(c->be, "t/nodirect", 0, iov, 2, NULL, NULL), 5 * 4096);
+	assert_memory_equal(back, al, 5 * 4096);
+	unsetenv("ACMFS_FAULT_NODIRECT");
+	fault_init_from_env();
+	char path[512];
+	snprintf(path, sizeof(path), "%s/t/nodirect", dir);
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	assert_int_equal(fread(back, 1, len, f), len);
+	fclose(f);
+	assert_memory_equal(back, al, len);
+	iomem_free(al, len);
+	iomem_free(back, len);
+}
+
 static void test_file_backend(void **state)
 {
 	(void)state;
@@ -796,6 +826,7 @@ static void test_file_backend(void **state)
 	check_image(&c, r.manifest, &v);
 	check_file_pack_reads(&c, dir);
 	check_file_puts(&c, dir);
+	check_file_nodirect(&c, dir);
 	struct tier_gc_stats st;
 	assert_int_equal(T->remove(c.p, r.manifest), 0);
 	assert_int_equal(T->gc(c.p, 0, &st), 0);
