@@ -27,6 +27,7 @@ struct rule {
 static struct rule rules[MAX_RULES];
 static int nrules;
 static bool any_active, report_counts, no_direct;
+static enum fault_hashv hashv_mode;
 static atomic_uint_fast64_t counts[IO_NCLASS];
 static const char *const class_names[IO_NCLASS] = { "track", "catalog", "data", "store", "tape" };
 
@@ -52,6 +53,16 @@ void fault_init_from_env(void)
 	no_direct = getenv("ACMFS_FAULT_NODIRECT") != NULL;
 	if (no_direct)
 		log_warn("fault injection armed: direct I/O refused (EINVAL)");
+	const char *hv = getenv("ACMFS_FAULT_HASHV");
+	hashv_mode = FAULT_HASHV_NONE;
+	if (hv && !strcmp(hv, "selftest"))
+		hashv_mode = FAULT_HASHV_SELFTEST;
+	else if (hv && !strcmp(hv, "refuse"))
+		hashv_mode = FAULT_HASHV_REFUSE;
+	else if (hv && *hv)
+		log_warn("ignoring bad ACMFS_FAULT_HASHV '%s' (selftest or refuse)", hv);
+	if (hashv_mode)
+		log_warn("fault injection armed: multi-buffer SHA-256 %s", hv);
 	if (!spec || !*spec)
 		return;
 	snprintf(buf, sizeof(buf), "%s", spec);
@@ -140,6 +151,12 @@ void fault_report(void)
 		return;
 	for (int i = 0; i < IO_NCLASS; i++)
 		log_warn("io ops: %s=%llu", class_names[i], (unsigned long long)fault_count(i));
+}
+
+enum fault_hashv fault_hashv(void)
+{
+	fault_init_once();
+	return hashv_mode;
 }
 
 /* ACMFS_FAULT_NODIRECT: an O_DIRECT descriptor's reads and writes fail

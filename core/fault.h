@@ -17,6 +17,11 @@
  *                           fail with EINVAL (a file system that opens
  *                           O_DIRECT but refuses page-aligned I/O), so the
  *                           buffered fallbacks run
+ *   ACMFS_FAULT_HASHV=selftest  the multi-buffer SHA-256 check (tape/hashv.c)
+ *                           fails its self-test, so blocks are checked
+ *                           with OpenSSL
+ *   ACMFS_FAULT_HASHV=refuse    it runs, but every job comes back refused,
+ *                           so each block falls back to OpenSSL
  *
  * Without ACMFS_FAULT the wrappers cost one predictable branch.
  */
@@ -40,6 +45,9 @@ bool fault_active(enum io_class c);
 int fault_check(enum io_class c, bool *short_write);
 uint64_t fault_count(enum io_class c);
 void fault_report(void);
+enum fault_hashv { FAULT_HASHV_NONE, FAULT_HASHV_SELFTEST, FAULT_HASHV_REFUSE };
+/* ACMFS_FAULT_HASHV, read once per process */
+enum fault_hashv fault_hashv(void);
 
 ssize_t io_pread(enum io_class c, int fd, void *buf, size_t len, off_t off);
 ssize_t io_preadv(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off);

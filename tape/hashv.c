@@ -4,6 +4,7 @@
  */
 #include "hashv.h"
 
+#include "fault.h"
 #include "format.h"
 #include "log.h"
 
@@ -26,7 +27,8 @@ static void check_slow(unsigned n, const uint8_t *const data[], size_t len,
 #include <intel-ipsec-mb.h>
 
 #define BATCH    64           /* jobs in flight per call round (the state arrays below) */
-#define FAST_MAX (64 + 65535) /* the job API's message limit, after B0 */
+/* after B0: the job API refuses messages of 65535 bytes or more (65534 runs) */
+#define FAST_MAX (64 + 65534)
 
 static const uint32_t sha256_iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
@@ -34,6 +36,7 @@ static const uint32_t sha256_iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54f
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static pthread_key_t mgr_key;
 static bool fast_ok; /* the self-test passed; set once under init_once */
+static bool refuse_all; /* ACMFS_FAULT_HASHV=refuse; set once under init_once */
 
 static void mgr_free(void *m)
 {
@@ -84,7 +87,7 @@ static void job_done(IMB_MGR *m, const IMB_JOB *j, const uint8_t *const want[],
 {
 	unsigned k = (unsigned)(uintptr_t)j->user_data;
 	uint8_t exp[32];
-	if (j->status != IMB_STATUS_COMPLETED)
+	if (j->status != IMB_STATUS_COMPLETED || refuse_all)
 		return;
 	expected_tag(m, want[k], exp);
 	ok[k] = !memcmp(exp, tag[k], 32);
@@ -162,7 +165,9 @@ static void init(void)
 {
 	if (pthread_key_create(&mgr_key, mgr_free))
 		return;
-	fast_ok = self_test();
+	enum fault_hashv fh = fault_hashv();
+	refuse_all = fh == FAULT_HASHV_REFUSE;
+	fast_ok = self_test() && fh != FAULT_HASHV_SELFTEST;
 	if (!fast_ok)
 		tape_log(TAPE_LOG_WARN, "libipsec-mb failed its SHA-256 self-test: "
 		                        "verifying blocks with OpenSSL");

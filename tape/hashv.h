@@ -20,7 +20,7 @@
  *   more single-block compression: equal tags with inner != want would be a
  *   collision of SHA-256's compression function.
  *
- * Blocks of 65 to 65599 bytes take that path, in batches; other sizes,
+ * Blocks of 65 to 65598 bytes take that path, in batches; other sizes,
  * builds without libipsec-mb (ACMFS_HAVE_IPSEC_MB unset) and a library that
  * fails the self-test at first use take OpenSSL's SHA-256. Both give the
  * same answers (tests/unit/test_tape_codec.c compares them). Thread safe:
