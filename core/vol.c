@@ -187,10 +187,15 @@ ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off)
 		len = (size_t)(v->row.size_bytes - off);
 	rc = util_pread_full(IO_DATA, v->tv_fd, buf, len, off);
 	if (rc) {
-		atomic_fetch_add(&v->e->m.io_errors, 1);
+		vol_read_error(v, off, -rc);
 		return rc;
 	}
 	return (ssize_t)len;
+}
+
+void vol_read_error(struct vol *v, uint64_t off, int err)
+{
+	vol_io_error(v, "reading the volume", 0, off, err);
 }
 
 /* Writes the segments of iov (len bytes in all; NULL: punch len bytes) at
@@ -231,7 +236,7 @@ static int write_locked(struct vol *v, int fd, const struct iovec *iov, int cnt,
 out_unlock:
 	pthread_rwlock_unlock(&v->barrier);
 	if (rc)
-		atomic_fetch_add(&v->e->m.io_errors, 1);
+		vol_io_error(v, "writing the volume", 0, off, -rc);
 	else
 		atomic_store(&v->mtime, util_now());
 	return rc;
@@ -609,12 +614,8 @@ ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 		len = (size_t)(im->size - off);
 	if (im->kind == HIMG_TAPE) {
 		ssize_t n = v->e->tier->image_read(im->ti, buf, len, off);
-		if (n < 0) {
-			atomic_fetch_add(&v->e->m.io_errors, 1);
-			vol_log(v, "error: reading tape image of version %llu at %llu: %s",
-				(unsigned long long)h->row.version, (unsigned long long)off,
-				strerror((int)-n));
-		}
+		if (n < 0)
+			vol_io_error(v, "reading tape image", h->row.version, off, (int)-n);
 		return n;
 	}
 	pthread_rwlock_rdlock(&v->barrier);
@@ -635,10 +636,16 @@ ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 	}
 	pthread_rwlock_unlock(&v->barrier);
 	if (rc) {
-		atomic_fetch_add(&v->e->m.io_errors, 1);
+		himg_read_error(im, off, -rc);
 		return rc;
 	}
 	return (ssize_t)len;
+}
+
+void himg_read_error(struct himg *im, uint64_t off, int err)
+{
+	vol_io_error(im->v, im->kind == HIMG_TAPE ? "reading tape image" : "reading disk image",
+		     im->h->row.version, off, err);
 }
 
 int himg_read_iov(struct himg *im, size_t len, uint64_t off,
@@ -649,12 +656,8 @@ int himg_read_iov(struct himg *im, size_t len, uint64_t off,
 	if (im->kind != HIMG_TAPE || !v->e->tier->image_read_iov)
 		return -EOPNOTSUPP;
 	int rc = v->e->tier->image_read_iov(im->ti, len, off, reply, arg);
-	if (rc < 0 && rc != -EOPNOTSUPP) {
-		atomic_fetch_add(&v->e->m.io_errors, 1);
-		vol_log(v, "error: reading tape image of version %llu at %llu: %s",
-			(unsigned long long)im->h->row.version, (unsigned long long)off,
-			strerror(-rc));
-	}
+	if (rc < 0 && rc != -EOPNOTSUPP)
+		himg_read_error(im, off, -rc);
 	return rc;
 }
 

@@ -850,8 +850,9 @@ static char *get_iobuf(size_t len)
 /* Answers a read from fd at off: pread into this thread's buffer (the data
  * I/O path, fault shim included; past the file's end reads as zeros), then
  * one reply. (libfuse's fuse_reply_data does not splice here and falls back
- * to a buffer it maps and unmaps for every reply: a page fault per 4 KiB.) */
-static void reply_fd(fuse_req_t req, int fd, uint64_t off, size_t size)
+ * to a buffer it maps and unmaps for every reply: a page fault per 4 KiB.)
+ * Returns what the reader got: 0 or -errno, for the caller to report. */
+static int reply_fd(fuse_req_t req, int fd, uint64_t off, size_t size)
 {
 	char *buf = get_iobuf(size);
 	int rc = buf ? util_pread_full(IO_DATA, fd, buf, size, off) : -ENOMEM;
@@ -860,6 +861,7 @@ static void reply_fd(fuse_req_t req, int fd, uint64_t off, size_t size)
 		fuse_reply_err(req, -rc);
 	else
 		fuse_reply_buf(req, buf, size);
+	return rc;
 }
 
 /* himg_read_iov's reply: the request is answered (and freed) here, so a
@@ -883,7 +885,9 @@ static void do_read(fuse_req_t req, struct fh *fh, size_t size, off_t off)
 		}
 		if (size > vs - uoff)
 			size = (size_t)(vs - uoff);
-		reply_fd(req, vol_data_fd(fh->v), uoff, size);
+		int rc = reply_fd(req, vol_data_fd(fh->v), uoff, size);
+		if (rc)
+			vol_read_error(fh->v, uoff, -rc);
 		return;
 	}
 	case K_IMAGE:
@@ -898,7 +902,9 @@ static void do_read(fuse_req_t req, struct fh *fh, size_t size, off_t off)
 		if (size > is - uoff)
 			size = (size_t)(is - uoff);
 		if (himg_direct(fh->im, uoff, size, &fd, &fo)) {
-			reply_fd(req, fd, fo, size);
+			int rc = reply_fd(req, fd, fo, size);
+			if (rc)
+				himg_read_error(fh->im, uoff, -rc);
 			return;
 		}
 		int rc = himg_read_iov(fh->im, size, uoff, reply_iov, req);

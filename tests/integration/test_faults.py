@@ -75,6 +75,78 @@ def sample(n, cap, rng):
     return sorted(set(head + rest + [n]))
 
 
+# ====================================================== read and write errors
+
+def read_errno(path, off=0, n=GRAIN):
+    """The errno a read of path at off fails with (None: it succeeded)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.pread(fd, n, off)
+        return None
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
+
+
+def test_io_errors_reach_the_reader_and_the_log(mount_factory):
+    """A disk image, the volume and its writes on a store whose data I/O
+    fails (ACMFS_FAULT=data:1+:eio, from the first data operation after the
+    mount): every read and write gets EIO, never other bytes; the volume's
+    log says what failed and where, at most once a second with a count of
+    those left out; metrics count every one; nothing is changed: without
+    the fault the image reads back exact."""
+    m = mount_factory(name="ioerr", env=clean_env())
+    m.create_volume("re", "8M", save=1)
+    data = random.Random(41).randbytes(8 * MiB)
+    vwrite(m, "re", 0, data)
+    v = int(m.parse_reply(m.ctl("backup -T -m DISK", "re"))["version"])
+    assert wait_job(m, "re", v)["disk_status"] == "succeeded"
+    image = m.vol("re", "history", str(v), "image")
+    assert image.read_bytes() == data
+    m.stop()
+
+    # the rule counts from the first data operation: the mount must do none
+    m.env = clean_env(ACMFS_FAULT_COUNT="1")
+    since = len(m.stderr_text())
+    m.start()
+    m.stop()
+    assert io_counts(m, since).get("data") == 0, io_counts(m, since)
+
+    m.env = clean_env(ACMFS_FAULT="data:1+:eio")
+    m.start()
+    log = m.vol("re", "log")
+    log0 = len(log.read_text())
+    errs0 = m.metric("acmfs_io_errors_total")
+    t0 = time.monotonic()
+    assert read_errno(image, 3 * GRAIN) == errno.EIO
+    for i in range(20):
+        assert read_errno(image, i * GRAIN) == errno.EIO
+    burst = time.monotonic() - t0
+    assert read_errno(m.vol("re", "data")) == errno.EIO
+    with pytest.raises(OSError) as e:
+        vwrite(m, "re", 0, b"x" * 4096)
+    assert e.value.errno == errno.EIO
+    lines = [ln for ln in log.read_text()[log0:].splitlines() if "error:" in ln]
+    assert lines and lines[0].endswith(
+        f"error: reading disk image of version {v} at {3 * GRAIN}: Input/output error"), lines
+    # one line a second at most (the burst and the two after it took `burst` s)
+    assert len(lines) <= 1 + int(burst + 1), (burst, lines)
+    assert m.metric("acmfs_io_errors_total") - errs0 >= 23
+    time.sleep(1.1)
+    assert read_errno(image) == errno.EIO
+    last = log.read_text().splitlines()[-1]
+    assert re.search(r"error: reading disk image of version \d+ at 0: Input/output error "
+                     r"\(\d+ more I/O errors since the last line\)$", last), last
+    assert hist_info(m, "re", v)["disk_status"] == "succeeded"
+    m.stop()
+
+    m.env = clean_env()
+    m.start()
+    assert image.read_bytes() == data
+    assert vread(m, "re") == data
+
+
 # ===================================================================== suite 2
 
 WI_VOL = "w"
