@@ -67,28 +67,31 @@ void vol_log(struct vol *v, const char *fmt, ...)
 	log_info("%s: %s", v->row.name, msg);
 }
 
-void vol_io_error(struct vol *v, const char *op, uint64_t version, uint64_t off, int err)
+void vol_io_error(struct vol *v, bool write, const char *what, uint64_t version, uint64_t off,
+                  int err)
 {
 	struct timespec ts;
 	char ver[48] = "", more[64] = "";
+	int k = write ? 1 : 0;
 
 	atomic_fetch_add(&v->e->m.io_errors, 1);
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	int_fast64_t now = (int_fast64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1;
-	int_fast64_t last = atomic_load(&v->ioerr_ms);
+	int_fast64_t last = atomic_load(&v->ioerr_ms[k]);
 	/* one thread wins the second; the others count themselves out */
 	if ((last && now - last < 1000) ||
-	    !atomic_compare_exchange_strong(&v->ioerr_ms, &last, now)) {
-		atomic_fetch_add(&v->ioerr_quiet, 1);
+	    !atomic_compare_exchange_strong(&v->ioerr_ms[k], &last, now)) {
+		atomic_fetch_add(&v->ioerr_quiet[k], 1);
 		return;
 	}
-	unsigned quiet = atomic_exchange(&v->ioerr_quiet, 0);
+	unsigned quiet = atomic_exchange(&v->ioerr_quiet[k], 0);
 	if (version)
 		snprintf(ver, sizeof(ver), " of version %llu", (unsigned long long)version);
 	if (quiet)
-		snprintf(more, sizeof(more), " (%u more I/O errors since the last line)", quiet);
-	vol_log(v, "error: %s%s at %llu: %s%s", op, ver, (unsigned long long)off, strerror(err),
-	        more);
+		snprintf(more, sizeof(more), " (%u more %s errors since the last line)", quiet,
+		         write ? "write" : "read");
+	vol_log(v, "error: %s %s%s at %llu: %s%s", write ? "writing" : "reading", what, ver,
+	        (unsigned long long)off, strerror(err), more);
 }
 
 void engine_log(struct engine *e, const char *fmt, ...)
@@ -445,8 +448,10 @@ static struct vol *vol_alloc(struct engine *e, const struct vol_row *r)
 	pthread_mutex_init(&v->log_lock, NULL);
 	atomic_init(&v->restore_pct, -1);
 	atomic_init(&v->mtime, (int_fast64_t)r->created);
-	atomic_init(&v->ioerr_ms, 0);
-	atomic_init(&v->ioerr_quiet, 0u);
+	for (int k = 0; k < 2; k++) {
+		atomic_init(&v->ioerr_ms[k], 0);
+		atomic_init(&v->ioerr_quiet[k], 0u);
+	}
 	return v;
 }
 

@@ -89,10 +89,10 @@ struct vol {
 	atomic_int restore_pct; /* -1 when none */
 	atomic_int_fast64_t mtime;
 	pthread_mutex_t log_lock;
-	/* vol_io_error's rate limit: when it last logged (monotonic ms, 0 =
-	 * never) and how many errors it left out since */
-	atomic_int_fast64_t ioerr_ms;
-	atomic_uint ioerr_quiet;
+	/* vol_io_error's rate limits, [0] reads and [1] writes: when each last
+	 * logged (monotonic ms, 0 = never) and how many it left out since */
+	atomic_int_fast64_t ioerr_ms[2];
+	atomic_uint ioerr_quiet[2];
 	struct vol *next;
 };
 
@@ -143,11 +143,13 @@ int engine_volume_create(struct engine *e, const struct cmd *c, char *err, size_
 			 struct sbuf *reply); /* under e->lock */
 void vol_log(struct vol *v, const char *fmt, ...) ACM_PRINTF(2, 3);
 /* An I/O error returned to a reader or writer of v: counted in metrics and
- * logged as "error: OP[ of version V] at OFF: strerror(err)" (version 0:
- * none), at most once a second per volume; the next line says how many were
- * left out (a reader carrying on past errors, dd conv=noerror, would
- * otherwise log every request). */
-void vol_io_error(struct vol *v, const char *op, uint64_t version, uint64_t off, int err);
+ * logged as "error: reading|writing WHAT[ of version V] at OFF:
+ * strerror(err)" (version 0: none), at most once a second per volume for
+ * reads and once for writes; the next line says how many were left out (a
+ * reader carrying on past errors, dd conv=noerror, would otherwise log
+ * every request). */
+void vol_io_error(struct vol *v, bool write, const char *what, uint64_t version, uint64_t off,
+		  int err);
 void engine_log(struct engine *e, const char *fmt, ...) ACM_PRINTF(2, 3);
 struct bvol *vol_bv_by_name(struct vol *v, const char *name);
 struct history *vol_hist(struct vol *v, uint64_t version);

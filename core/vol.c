@@ -195,7 +195,7 @@ ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off)
 
 void vol_read_error(struct vol *v, uint64_t off, int err)
 {
-	vol_io_error(v, "reading the volume", 0, off, err);
+	vol_io_error(v, false, "the volume", 0, off, err);
 }
 
 /* Writes the segments of iov (len bytes in all; NULL: punch len bytes) at
@@ -236,7 +236,7 @@ static int write_locked(struct vol *v, int fd, const struct iovec *iov, int cnt,
 out_unlock:
 	pthread_rwlock_unlock(&v->barrier);
 	if (rc)
-		vol_io_error(v, "writing the volume", 0, off, -rc);
+		vol_io_error(v, true, "the volume", 0, off, -rc);
 	else
 		atomic_store(&v->mtime, util_now());
 	return rc;
@@ -615,7 +615,7 @@ ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 	if (im->kind == HIMG_TAPE) {
 		ssize_t n = v->e->tier->image_read(im->ti, buf, len, off);
 		if (n < 0)
-			vol_io_error(v, "reading tape image", h->row.version, off, (int)-n);
+			vol_io_error(v, false, "tape image", h->row.version, off, (int)-n);
 		return n;
 	}
 	pthread_rwlock_rdlock(&v->barrier);
@@ -644,7 +644,7 @@ ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 
 void himg_read_error(struct himg *im, uint64_t off, int err)
 {
-	vol_io_error(im->v, im->kind == HIMG_TAPE ? "reading tape image" : "reading disk image",
+	vol_io_error(im->v, false, im->kind == HIMG_TAPE ? "tape image" : "disk image",
 		     im->h->row.version, off, err);
 }
 
