@@ -76,6 +76,7 @@ void vol_io_error(struct vol *v, bool write, const char *what, uint64_t version,
 
 	atomic_fetch_add(&v->e->m.io_errors, 1);
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	/* + 1: never 0, which means "never logged" */
 	int_fast64_t now = (int_fast64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1;
 	int_fast64_t last = atomic_load(&v->ioerr_ms[k]);
 	/* one thread wins the second; the others count themselves out */

@@ -84,10 +84,6 @@ void vol_close_data(struct vol *v, bool write);
 ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off);
 ssize_t vol_write(struct vol *v, const void *buf, size_t len, uint64_t off);
 int vol_fsync(struct vol *v, bool datasync);
-/* the TV's backing fd for zero-copy reads (valid while v is held); a
- * failed read through it is reported with vol_read_error (errno err) */
-int vol_data_fd(struct vol *v);
-void vol_read_error(struct vol *v, uint64_t off, int err);
 int64_t vol_seek_data(struct vol *v, uint64_t off, int whence);
 
 /* ---- histories ---- */
@@ -108,11 +104,6 @@ uint64_t vol_generation_count(struct vol *v, bool tape);
 enum himg_kind { HIMG_BEST, HIMG_DISK, HIMG_TAPE };
 int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg **out) ACM_MUST_USE;
 ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off);
-/* If [off, off+len) can be served straight from one file, give its fd and
- * offset and return 1 (the adapter may splice); 0 otherwise. */
-int himg_direct(struct himg *im, uint64_t off, size_t len, int *fd, uint64_t *fd_off);
-/* a failed read through himg_direct's fd, reported like himg_read's own */
-void himg_read_error(struct himg *im, uint64_t off, int err);
 /* A tape image without a copy: reply(arg, iov, cnt) gets segments of the
  * verified-block cache covering the (clipped) range, valid during the call;
  * returns reply's result, -errno on a read error (reply not called), or

@@ -23,7 +23,8 @@
  *   ACMFS_FAULT_HASHV=refuse    it runs, but every job comes back refused,
  *                           so each block falls back to OpenSSL
  *
- * Without ACMFS_FAULT the wrappers cost one predictable branch.
+ * Unarmed, the wrappers cost two predictable branches (the rules, and
+ * ACMFS_FAULT_NODIRECT).
  */
 #ifndef ACMFS_FAULT_H
 #define ACMFS_FAULT_H

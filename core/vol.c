@@ -172,11 +172,6 @@ void vol_close_data(struct vol *v, bool write)
 	pthread_mutex_unlock(&v->e->lock);
 }
 
-int vol_data_fd(struct vol *v)
-{
-	return v->tv_fd;
-}
-
 ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off)
 {
 	int rc;
@@ -187,15 +182,10 @@ ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off)
 		len = (size_t)(v->row.size_bytes - off);
 	rc = util_pread_full(IO_DATA, v->tv_fd, buf, len, off);
 	if (rc) {
-		vol_read_error(v, off, -rc);
+		vol_io_error(v, false, "the volume", 0, off, -rc);
 		return rc;
 	}
 	return (ssize_t)len;
-}
-
-void vol_read_error(struct vol *v, uint64_t off, int err)
-{
-	vol_io_error(v, false, "the volume", 0, off, err);
 }
 
 /* Writes the segments of iov (len bytes in all; NULL: punch len bytes) at
@@ -600,6 +590,12 @@ bool himg_from_tape(const struct himg *im)
 	return im->kind == HIMG_TAPE;
 }
 
+static void himg_read_error(struct himg *im, uint64_t off, int err)
+{
+	vol_io_error(im->v, false, im->kind == HIMG_TAPE ? "tape image" : "disk image",
+		     im->h->row.version, off, err);
+}
+
 ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 {
 	struct vol *v = im->v;
@@ -615,7 +611,7 @@ ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 	if (im->kind == HIMG_TAPE) {
 		ssize_t n = v->e->tier->image_read(im->ti, buf, len, off);
 		if (n < 0)
-			vol_io_error(v, false, "tape image", h->row.version, off, (int)-n);
+			himg_read_error(im, off, (int)-n);
 		return n;
 	}
 	pthread_rwlock_rdlock(&v->barrier);
@@ -642,12 +638,6 @@ ssize_t himg_read(struct himg *im, void *buf, size_t len, uint64_t off)
 	return (ssize_t)len;
 }
 
-void himg_read_error(struct himg *im, uint64_t off, int err)
-{
-	vol_io_error(im->v, false, im->kind == HIMG_TAPE ? "tape image" : "disk image",
-		     im->h->row.version, off, err);
-}
-
 int himg_read_iov(struct himg *im, size_t len, uint64_t off,
 		  int (*reply)(void *arg, const struct iovec *iov, int iovcnt), void *arg)
 {
@@ -659,22 +649,6 @@ int himg_read_iov(struct himg *im, size_t len, uint64_t off,
 	if (rc < 0 && rc != -EOPNOTSUPP)
 		himg_read_error(im, off, -rc);
 	return rc;
-}
-
-int himg_direct(struct himg *im, uint64_t off, size_t len, int *fd, uint64_t *fd_off)
-{
-	int ok = 0;
-
-	if (im->kind != HIMG_DISK || off >= im->size)
-		return 0;
-	pthread_rwlock_rdlock(&im->v->barrier);
-	if (!im->h->job) {
-		*fd = im->h->bv->fd;
-		*fd_off = off;
-		ok = 1;
-	}
-	pthread_rwlock_unlock(&im->v->barrier);
-	return ok;
 }
 
 int64_t himg_seek(struct himg *im, uint64_t off, int whence)

@@ -802,8 +802,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---------- read / write ---------- */
 
-/* per-thread read buffer for images that cannot be spliced; freed when a
- * worker thread exits (a key destructor, not a bare thread-local) */
+/* per-thread read buffer for volumes and disk images (libfuse's
+ * fuse_reply_data does not splice here and falls back to a buffer it maps
+ * and unmaps for every reply: a page fault per 4 KiB); freed when a worker
+ * thread exits (a key destructor, not a bare thread-local) */
 struct iobuf {
 	char *buf;
 	size_t len;
@@ -847,21 +849,13 @@ static char *get_iobuf(size_t len)
 	return b->buf;
 }
 
-/* Answers a read from fd at off: pread into this thread's buffer (the data
- * I/O path, fault shim included; past the file's end reads as zeros), then
- * one reply. (libfuse's fuse_reply_data does not splice here and falls back
- * to a buffer it maps and unmaps for every reply: a page fault per 4 KiB.)
- * Returns what the reader got: 0 or -errno, for the caller to report. */
-static int reply_fd(fuse_req_t req, int fd, uint64_t off, size_t size)
+/* Answers a read with n bytes of buf, or the error n (-errno). */
+static void reply_read(fuse_req_t req, const char *buf, ssize_t n)
 {
-	char *buf = get_iobuf(size);
-	int rc = buf ? util_pread_full(IO_DATA, fd, buf, size, off) : -ENOMEM;
-
-	if (rc)
-		fuse_reply_err(req, -rc);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
 	else
-		fuse_reply_buf(req, buf, size);
-	return rc;
+		fuse_reply_buf(req, buf, (size_t)n);
 }
 
 /* himg_read_iov's reply: the request is answered (and freed) here, so a
@@ -878,35 +872,21 @@ static void do_read(fuse_req_t req, struct fh *fh, size_t size, off_t off)
 
 	switch (fh->kind) {
 	case K_DATA: {
-		uint64_t vs = vol_size(fh->v);
-		if (uoff >= vs) {
-			fuse_reply_buf(req, NULL, 0);
-			return;
-		}
-		if (size > vs - uoff)
-			size = (size_t)(vs - uoff);
-		int rc = reply_fd(req, vol_data_fd(fh->v), uoff, size);
-		if (rc)
-			vol_read_error(fh->v, uoff, -rc);
+		/* vol_read and himg_read clip at the end, and count and log errors */
+		char *buf = get_iobuf(size);
+		reply_read(req, buf, buf ? vol_read(fh->v, buf, size, uoff) : -ENOMEM);
 		return;
 	}
 	case K_IMAGE:
 	case K_DISKIMG:
 	case K_TAPEIMG: {
-		uint64_t is = himg_size(fh->im), fo;
-		int fd;
+		uint64_t is = himg_size(fh->im);
 		if (uoff >= is) {
 			fuse_reply_buf(req, NULL, 0);
 			return;
 		}
 		if (size > is - uoff)
 			size = (size_t)(is - uoff);
-		if (himg_direct(fh->im, uoff, size, &fd, &fo)) {
-			int rc = reply_fd(req, fd, fo, size);
-			if (rc)
-				himg_read_error(fh->im, uoff, -rc);
-			return;
-		}
 		int rc = himg_read_iov(fh->im, size, uoff, reply_iov, req);
 		if (rc != -EOPNOTSUPP) {
 			if (rc < 0)
@@ -914,15 +894,7 @@ static void do_read(fuse_req_t req, struct fh *fh, size_t size, off_t off)
 			return;
 		}
 		char *buf = get_iobuf(size);
-		if (!buf) {
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-		ssize_t n = himg_read(fh->im, buf, size, uoff);
-		if (n < 0)
-			fuse_reply_err(req, (int)-n);
-		else
-			fuse_reply_buf(req, buf, (size_t)n);
+		reply_read(req, buf, buf ? himg_read(fh->im, buf, size, uoff) : -ENOMEM);
 		return;
 	}
 	default:
