@@ -220,7 +220,12 @@ int tape_pack_trailer_decode(const uint8_t *buf, size_t len, uint64_t obj_bytes,
 	t->index_off = tape_get_le64(buf + 16);
 	memcpy(t->index_sha, buf + 24, 32);
 	uint64_t index_len = (uint64_t)t->nr_blocks * TAPE_PACK_ENTRY_BYTES;
-	if (t->index_off < TAPE_PACK_HEADER_BYTES || t->index_off > TAPE_MAX_PACK_OFF ||
+	/* bounded before anyone allocates 48 N bytes: no larger pack than a
+	 * writer makes, no more entries than it holds, and at least one byte of
+	 * data per entry (blocks do not overlap) */
+	if (obj_bytes > TAPE_PACK_MAX_BYTES || t->nr_blocks > TAPE_PACK_MAX_BLOCKS ||
+	    t->index_off < TAPE_PACK_HEADER_BYTES || t->index_off > TAPE_MAX_PACK_OFF ||
+	    t->nr_blocks > t->index_off - TAPE_PACK_HEADER_BYTES ||
 	    t->index_off + index_len + TAPE_PACK_TRAILER_BYTES != obj_bytes)
 		return -EBADMSG;
 	return 0;
@@ -246,7 +251,8 @@ int tape_pack_index_decode(const uint8_t *buf, size_t len, const struct tape_pac
 		out[i].len = tape_get_le32(p + 40);
 		out[i].flags = tape_get_le32(p + 44);
 		/* written so that no sum can wrap around */
-		if (out[i].flags != 0 || out[i].len == 0 || out[i].off < next ||
+		if (out[i].flags != 0 || out[i].len == 0 || out[i].len > TAPE_GRAIN_MAX ||
+		    out[i].off < next ||
 		    out[i].off > t->index_off || out[i].len > t->index_off - out[i].off)
 			return -EBADMSG;
 		next = out[i].off + out[i].len;
@@ -339,15 +345,54 @@ static void copy_str(char *dst, const uint8_t *src, size_t n)
 	dst[n] = '\0';
 }
 
-int tape_manifest_decode(const uint8_t *buf, size_t len, struct tape_manifest *m)
+int tape_manifest_header_check(const uint8_t *buf, size_t len, uint64_t *total)
 {
-	uint8_t sha[32];
-	int rc;
-	memset(m, 0, sizeof(*m));
-	if (len < TAPE_MANIFEST_FIXED + 32 || memcmp(buf, TAPE_MANIFEST_MAGIC, 8) != 0)
+	if (len < TAPE_MANIFEST_FIXED || memcmp(buf, TAPE_MANIFEST_MAGIC, 8) != 0)
 		return -EBADMSG;
 	if (tape_get_le32(buf + 8) != TAPE_FORMAT_VERSION)
 		return -EPROTONOSUPPORT;
+	uint32_t hdr = tape_get_le32(buf + 12);
+	uint64_t size = tape_get_le64(buf + 16);
+	uint32_t grain = tape_get_le32(buf + 24);
+	uint32_t nr_packs = tape_get_le32(buf + 28);
+	uint64_t nr_grains = tape_get_le64(buf + 32);
+	uint64_t blocks = tape_get_le64(buf + 56);
+	uint16_t lv = tape_get_le16(buf + 64), lh = tape_get_le16(buf + 66),
+		 lp = tape_get_le16(buf + 68);
+	if (tape_get_le16(buf + 70) != 0 || lv == 0 || lv > TAPE_NAME_MAX || lh >= TAPE_KEY_MAX ||
+	    lp >= TAPE_KEY_MAX || hdr != TAPE_MANIFEST_FIXED + (uint32_t)lv + lh + lp)
+		return -EBADMSG;
+	/* the engine's geometry: anything else would divide by zero or by a
+	 * grain no volume can have, or index past a volume's end */
+	if (grain < TAPE_GRAIN_MIN || grain > TAPE_GRAIN_MAX || (grain & (grain - 1)) ||
+	    size == 0 || size > TAPE_VOLUME_MAX)
+		return -EBADMSG;
+	/* size / grain, rounded up, without the sum that could wrap */
+	if (nr_grains != size / grain + (size % grain != 0) ||
+	    nr_grains > TAPE_MANIFEST_MAX_GRAINS)
+		return -EBADMSG;
+	/* every pack of the table holds a stored grain (writers list used
+	 * packs only), and there are no more stored grains than grains */
+	if (blocks > nr_grains || nr_packs > blocks)
+		return -EBADMSG;
+	/* no sum can wrap: every term is bounded above */
+	*total = (uint64_t)hdr + 16ull * nr_packs + (uint64_t)TAPE_REF_BYTES * nr_grains + 32;
+	return 0;
+}
+
+int tape_manifest_decode(const uint8_t *buf, size_t len, struct tape_manifest *m)
+{
+	uint8_t sha[32];
+	uint64_t want;
+	int rc;
+	memset(m, 0, sizeof(*m));
+	if (len < TAPE_MANIFEST_FIXED + 32)
+		return -EBADMSG;
+	rc = tape_manifest_header_check(buf, len, &want);
+	if (rc)
+		return rc;
+	if (want != len)
+		return -EBADMSG;
 	rc = tape_sha256(buf, len - 32, sha);
 	if (rc)
 		return rc;
@@ -363,20 +408,6 @@ int tape_manifest_decode(const uint8_t *buf, size_t len, struct tape_manifest *m
 	m->blocks_total = tape_get_le64(buf + 56);
 	uint16_t lv = tape_get_le16(buf + 64), lh = tape_get_le16(buf + 66),
 		 lp = tape_get_le16(buf + 68);
-	if (tape_get_le16(buf + 70) != 0 || lv == 0 || lv > TAPE_NAME_MAX || lh >= TAPE_KEY_MAX ||
-	    lp >= TAPE_KEY_MAX || hdr != TAPE_MANIFEST_FIXED + (uint32_t)lv + lh + lp)
-		return -EBADMSG;
-	/* size_bytes / grain_bytes, rounded up, without the sum that could wrap */
-	if (m->grain_bytes == 0 || m->size_bytes == 0 ||
-	    m->nr_grains != m->size_bytes / m->grain_bytes + (m->size_bytes % m->grain_bytes != 0))
-		return -EBADMSG;
-
-	/* overflow-safe length check */
-	if (m->nr_grains > (len / TAPE_REF_BYTES) || m->nr_packs > len / 16)
-		return -EBADMSG;
-	uint64_t want = (uint64_t)hdr + 16ull * m->nr_packs + TAPE_REF_BYTES * m->nr_grains + 32;
-	if (want != len)
-		return -EBADMSG;
 	/* names hold no NUL: one encoding per manifest (the lengths are in bounds now) */
 	if (memchr(buf + TAPE_MANIFEST_FIXED, 0, (size_t)lv + lh + lp))
 		return -EBADMSG;

@@ -37,6 +37,33 @@
 #define TAPE_KEY_MAX		256u /* object keys, manifest keys, host names */
 #define TAPE_ZERO_PACK		UINT32_MAX /* tape_ref.pack of an all-zero grain */
 
+/*
+ * Bounds on what a bucket may claim. Pool contents are untrusted input: every
+ * size, count and offset read from an object is checked against these before
+ * it is used for an allocation, a division or an index, so that a hostile or
+ * damaged object costs an error for that object, never a crash or a huge
+ * allocation. They are the engine's own limits (core/cmd.c: grain a power of
+ * two from 4 KiB to 16 MiB, volumes up to 64 TiB; pool.c: pack_mb <= 4096).
+ */
+#define TAPE_GRAIN_MIN		(4u << 10)
+#define TAPE_GRAIN_MAX		(16u << 20)
+#define TAPE_VOLUME_MAX		(64ull << 40)
+/* grains of one manifest: 64 TiB at the default 64 KiB grain; 24 GiB of
+ * references, what the writer itself had to hold in memory */
+#define TAPE_MANIFEST_MAX_GRAINS (1ull << 30)
+/* largest manifest header: fixed part, volume, host and parent names */
+#define TAPE_MANIFEST_HDR_MAX	(TAPE_MANIFEST_FIXED + TAPE_NAME_MAX + 2 * (TAPE_KEY_MAX - 1))
+/* pack table entries <= stored grains <= grains (writers list used packs only) */
+#define TAPE_MANIFEST_MAX_BYTES                                                           \
+	((uint64_t)TAPE_MANIFEST_HDR_MAX + (16ull + TAPE_REF_BYTES) * TAPE_MANIFEST_MAX_GRAINS + 32)
+/* block data of the largest pack a writer makes (pack_mb=4096) */
+#define TAPE_PACK_MAX_DATA	(4096ull << 20)
+/* its blocks, at the smallest grain: 1 Mi entries, a 48 MiB index */
+#define TAPE_PACK_MAX_BLOCKS	((uint32_t)(TAPE_PACK_MAX_DATA / TAPE_GRAIN_MIN))
+#define TAPE_PACK_MAX_BYTES                                                               \
+	(TAPE_PACK_DATA_OFF + TAPE_PACK_MAX_DATA +                                        \
+	 (uint64_t)TAPE_PACK_ENTRY_BYTES * TAPE_PACK_MAX_BLOCKS + TAPE_PACK_TRAILER_BYTES)
+
 /* One block inside a pack (pack index entry). */
 struct tape_pack_entry {
 	uint8_t hash[32]; /* SHA-256 of the block's content */
@@ -109,11 +136,14 @@ int tape_pack_header_decode(const uint8_t *buf, size_t len, uint8_t id[16]);
 void tape_pack_index_encode(const struct tape_pack_entry *e, uint32_t nr, uint8_t *out);
 int tape_pack_trailer_encode(uint8_t out[TAPE_PACK_TRAILER_BYTES], uint32_t nr_blocks,
 			     uint64_t index_off, const uint8_t *index, size_t index_len);
-/* Checks the trailer against the object size. */
+/* Checks the trailer against the object size: obj_bytes <= TAPE_PACK_MAX_BYTES,
+ * N <= TAPE_PACK_MAX_BLOCKS and no more entries than the data area [32, I)
+ * has bytes, I + 48 N + 64 = obj_bytes. Only then may a caller allocate
+ * 48 N bytes for the index. */
 int tape_pack_trailer_decode(const uint8_t *buf, size_t len, uint64_t obj_bytes,
 			     struct tape_pack_trailer *t);
-/* Checks the index bytes against the trailer (checksum, order, bounds) and
- * fills out[t->nr_blocks]. */
+/* Checks the index bytes against the trailer (checksum, order, bounds, block
+ * lengths 1..TAPE_GRAIN_MAX) and fills out[t->nr_blocks]. */
 int tape_pack_index_decode(const uint8_t *buf, size_t len, const struct tape_pack_trailer *t,
 			   struct tape_pack_entry *out);
 /* Binary search by offset; -1 if absent. */
@@ -122,6 +152,15 @@ long tape_pack_entry_find(const struct tape_pack_entry *e, uint32_t nr, uint64_t
 /* Manifests. encode allocates *out (free()), decode fills m (release with
  * tape_manifest_release). */
 uint64_t tape_manifest_bytes(const struct tape_manifest *m);
+/* Checks a manifest's header (no checksum: the rest may not be here yet) and
+ * returns the object length it implies, in *total: magic, version, name
+ * lengths and H; grain_bytes a power of two in [TAPE_GRAIN_MIN,
+ * TAPE_GRAIN_MAX]; 0 < size_bytes <= TAPE_VOLUME_MAX; G = ceil(size / grain)
+ * <= TAPE_MANIFEST_MAX_GRAINS; blocks_total <= G; P <= blocks_total. len may
+ * be short of the whole object but must hold the fixed part (72 bytes).
+ * -EBADMSG / -EPROTONOSUPPORT. A reader calls it before it allocates room
+ * for the whole object (tape/pool.c). */
+int tape_manifest_header_check(const uint8_t *buf, size_t len, uint64_t *total);
 int tape_manifest_encode(const struct tape_manifest *m, uint8_t **out, size_t *outlen);
 int tape_manifest_decode(const uint8_t *buf, size_t len, struct tape_manifest *m);
 void tape_manifest_release(struct tape_manifest *m);

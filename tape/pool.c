@@ -205,29 +205,45 @@ int pool_bidx_rebuild_locked(struct tier_pool *p)
 
 /* ---- object helpers ---- */
 
+/* whole small objects (pool_get_all): nothing the tape tier stores that way
+ * is larger, and a listing or HEAD may claim anything */
+#define POOL_GET_ALL_MAX (64ull << 20)
+
+/* Reads [0, size) of key into a new buffer of exactly size bytes; -EIO if
+ * the object is not that long any more (changed under us or truncated). */
+static int get_exact(struct tier_pool *p, const char *key, uint64_t size, uint8_t **buf)
+{
+	uint8_t *b = malloc(size ? size : 1);
+	if (!b)
+		return -ENOMEM;
+	ssize_t n = pool_get(p, key, 0, b, size);
+	if (n < 0) {
+		free(b);
+		return (int)n;
+	}
+	if ((uint64_t)n != size) {
+		free(b);
+		return -EIO;
+	}
+	*buf = b;
+	return 0;
+}
+
 int pool_get_all(struct tier_pool *p, const char *key, uint8_t **buf, size_t *len)
 {
 	struct tape_obj_info oi;
 	int rc = p->be->ops->head(p->be, key, &oi);
 	if (rc)
 		return rc;
-	if (oi.size_bytes > (1ull << 36))
+	if (oi.size_bytes > POOL_GET_ALL_MAX) {
+		tape_log(TAPE_LOG_WARN, "%s: %llu bytes, more than any such object: refused", key,
+			 (unsigned long long)oi.size_bytes);
 		return -EFBIG;
-	uint8_t *b = malloc(oi.size_bytes ? oi.size_bytes : 1);
-	if (!b)
-		return -ENOMEM;
-	ssize_t n = pool_get(p, key, 0, b, oi.size_bytes);
-	if (n < 0) {
-		free(b);
-		return (int)n;
 	}
-	if ((uint64_t)n != oi.size_bytes) {
-		free(b);
-		return -EIO; /* changed under us or truncated */
-	}
-	*buf = b;
-	*len = (size_t)n;
-	return 0;
+	rc = get_exact(p, key, oi.size_bytes, buf);
+	if (!rc)
+		*len = (size_t)oi.size_bytes;
+	return rc;
 }
 
 int pool_pack_index_fetch(struct tier_pool *p, const char *key, uint64_t size_bytes,
@@ -238,16 +254,31 @@ int pool_pack_index_fetch(struct tier_pool *p, const char *key, uint64_t size_by
 	uint8_t *ib = NULL;
 	struct tape_pack_entry *e = NULL;
 	int rc;
-	if (size_bytes < TAPE_PACK_HEADER_BYTES + TAPE_PACK_TRAILER_BYTES)
+	/* size_bytes comes from a listing or a HEAD: bounded before it is used */
+	if (size_bytes < TAPE_PACK_HEADER_BYTES + TAPE_PACK_TRAILER_BYTES ||
+	    size_bytes > TAPE_PACK_MAX_BYTES) {
+		tape_log(TAPE_LOG_WARN, "pack %s: object of %llu bytes cannot be a pack", key,
+			 (unsigned long long)size_bytes);
 		return -EBADMSG;
+	}
 	ssize_t n = pool_get(p, key, size_bytes - sizeof(tr), tr, sizeof(tr));
 	if (n < 0)
 		return (int)n;
 	if (n != (ssize_t)sizeof(tr))
 		return -EBADMSG;
+	/* N and I checked against the object size and the largest pack before
+	 * the 48 N bytes of the index are allocated */
 	rc = tape_pack_trailer_decode(tr, sizeof(tr), size_bytes, &t);
-	if (rc)
+	if (rc) {
+		if (rc == -EBADMSG)
+			tape_log(TAPE_LOG_WARN,
+				 "pack %s: trailer (%u blocks, index at %llu) does not fit an "
+				 "object of %llu bytes",
+				 key, tape_get_le32(tr + 12),
+				 (unsigned long long)tape_get_le64(tr + 16),
+				 (unsigned long long)size_bytes);
 		return rc;
+	}
 	size_t ilen = (size_t)t.nr_blocks * TAPE_PACK_ENTRY_BYTES;
 	ib = malloc(ilen ? ilen : 1);
 	e = malloc((t.nr_blocks ? t.nr_blocks : 1) * sizeof(*e));
@@ -279,12 +310,58 @@ out_free:
 	return rc;
 }
 
+/* A manifest up to this size is read with one GET, as the HEAD sizes it;
+ * a larger one only once its header agrees with that size. */
+#define MANIFEST_ONE_GET (16u << 20)
+
+/* HEAD, bound, GET: the whole manifest object, never more room than its own
+ * header accounts for (a listing, a HEAD or a sparse file may claim any
+ * size; the header's geometry is bounded by format.c). */
+static int manifest_read(struct tier_pool *p, const char *key, uint8_t **buf, size_t *len)
+{
+	struct tape_obj_info oi;
+	uint8_t hdr[TAPE_MANIFEST_FIXED];
+	uint64_t total;
+	int rc = p->be->ops->head(p->be, key, &oi);
+	if (rc)
+		return rc;
+	if (oi.size_bytes < TAPE_MANIFEST_FIXED + 32 || oi.size_bytes > TAPE_MANIFEST_MAX_BYTES) {
+		tape_log(TAPE_LOG_WARN, "manifest %s: object of %llu bytes cannot be a manifest",
+			 key, (unsigned long long)oi.size_bytes);
+		return -EBADMSG;
+	}
+	if (oi.size_bytes > MANIFEST_ONE_GET) {
+		ssize_t n = pool_get(p, key, 0, hdr, sizeof(hdr));
+		if (n < 0)
+			return (int)n;
+		if (n != (ssize_t)sizeof(hdr))
+			return -EIO; /* shorter than its HEAD said: changed under us */
+		rc = tape_manifest_header_check(hdr, sizeof(hdr), &total);
+		if (!rc && total != oi.size_bytes)
+			rc = -EBADMSG;
+		if (rc) {
+			tape_log(TAPE_LOG_WARN,
+				 "manifest %s: header (size %llu, grain %u, %llu grains, %u packs) "
+				 "does not describe an object of %llu bytes",
+				 key, (unsigned long long)tape_get_le64(hdr + 16),
+				 tape_get_le32(hdr + 24), (unsigned long long)tape_get_le64(hdr + 32),
+				 tape_get_le32(hdr + 28), (unsigned long long)oi.size_bytes);
+			return rc;
+		}
+	}
+	rc = get_exact(p, key, oi.size_bytes, buf);
+	if (!rc)
+		*len = (size_t)oi.size_bytes;
+	return rc;
+}
+
 int pool_manifest_load(struct tier_pool *p, const char *key, struct tape_manifest *m,
 		       uint8_t sha[32])
 {
 	uint8_t *buf;
 	size_t len;
-	int rc = pool_get_all(p, key, &buf, &len);
+	memset(m, 0, sizeof(*m));
+	int rc = manifest_read(p, key, &buf, &len);
 	if (rc)
 		return rc;
 	rc = tape_manifest_decode(buf, len, m);
