@@ -153,6 +153,50 @@ void fault_report(void)
 		log_warn("io ops: %s=%llu", class_names[i], (unsigned long long)fault_count(i));
 }
 
+/* ACMFS_FAULT_PAUSE=DIR:a,b: each named point pauses once */
+static pthread_mutex_t pause_mu = PTHREAD_MUTEX_INITIALIZER;
+static char pause_done[512];
+
+void fault_pause(const char *point)
+{
+	const char *spec = getenv("ACMFS_FAULT_PAUSE");
+	char dir[512], path[640];
+	const char *colon, *list;
+	size_t pl = strlen(point);
+
+	if (!spec || !(colon = strrchr(spec, ':')) || (size_t)(colon - spec) >= sizeof(dir))
+		return;
+	list = colon + 1;
+	for (const char *q = list;; q += pl) {
+		q = strstr(q, point);
+		if (!q)
+			return;
+		if ((q == list || q[-1] == ',') && (q[pl] == 0 || q[pl] == ','))
+			break;
+	}
+	pthread_mutex_lock(&pause_mu);
+	char tag[80];
+	snprintf(tag, sizeof(tag), ",%s,", point);
+	bool done = strstr(pause_done, tag) != NULL;
+	if (!done && strlen(pause_done) + strlen(tag) < sizeof(pause_done))
+		strcat(pause_done, tag);
+	pthread_mutex_unlock(&pause_mu);
+	if (done)
+		return;
+	memcpy(dir, spec, (size_t)(colon - spec));
+	dir[colon - spec] = 0;
+	snprintf(path, sizeof(path), "%s/%s.reached", dir, point);
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	log_warn("fault injection: paused at %s", point);
+	snprintf(path, sizeof(path), "%s/%s.go", dir, point);
+	for (int i = 0; i < 12000 && access(path, F_OK); i++)
+		usleep(10000);
+	if (access(path, F_OK))
+		log_warn("fault injection: %s not released in 120 s, going on", point);
+}
+
 enum fault_hashv fault_hashv(void)
 {
 	fault_init_once();

@@ -22,6 +22,17 @@
  *                           with OpenSSL
  *   ACMFS_FAULT_HASHV=refuse    it runs, but every job comes back refused,
  *                           so each block falls back to OpenSSL
+ *   ACMFS_FAULT_PAUSE=DIR:point[,point...]  the first time the process
+ *                           reaches a named pause point (fault_pause) it
+ *                           creates DIR/<point>.reached and waits until
+ *                           DIR/<point>.go exists (at most 120 s, then it
+ *                           goes on and logs so): tests force the
+ *                           interleavings of concurrent hosts with it.
+ *                           Points: upload-deduped (an upload has placed
+ *                           every block, before its manifest), upload-stored
+ *                           (after the manifest's PUT), gc-listed (gc has
+ *                           read the manifests, before it deletes),
+ *                           lock-refresh (the lock refresher, each round)
  *
  * Unarmed, the wrappers cost two predictable branches (the rules, and
  * ACMFS_FAULT_NODIRECT).
@@ -49,6 +60,8 @@ void fault_report(void);
 enum fault_hashv { FAULT_HASHV_NONE, FAULT_HASHV_SELFTEST, FAULT_HASHV_REFUSE };
 /* ACMFS_FAULT_HASHV, read once per process */
 enum fault_hashv fault_hashv(void);
+/* ACMFS_FAULT_PAUSE: waits at `point` if armed for it (once per point) */
+void fault_pause(const char *point);
 
 ssize_t io_pread(enum io_class c, int fd, void *buf, size_t len, off_t off);
 ssize_t io_preadv(enum io_class c, int fd, const struct iovec *iov, int iovcnt, off_t off);

@@ -532,6 +532,11 @@ static int import_one(void *arg, const struct tier_manifest_info *mi)
 	struct history *h, **pp;
 	char err[256];
 
+	if (!mi->volume) { /* unreadable: the tier logged it */
+		ic->skipped++;
+		return 0;
+	}
+
 	for (struct vol *x = e->vols; x; x = x->next)
 		if (!strcmp(x->row.name, mi->volume))
 			v = x;

@@ -35,7 +35,9 @@ struct tier_upload_req {
 	uint64_t size_bytes;	  /* volume size */
 	uint32_t grain_bytes;	  /* block size = volume grain */
 	int64_t date;		  /* backup time, unix seconds */
-	const char *host;	  /* hostname of the writer */
+	const char *host;	  /* writer: "<host id>:<host name>" (tier_ops.pool_identity) */
+	const char *manifest_key; /* store the manifest under this key (from
+				     tier_ops.manifest_key), or NULL: the tier picks one */
 	const char *parent;	  /* manifest key of this volume's previous tape history, or NULL */
 	const uint8_t *changed;	  /* bitmap of nr_grains bits (LSB first): grains that may differ
 				     from parent; NULL = read and hash every grain */
@@ -59,12 +61,17 @@ struct tier_manifest_info {
 	uint64_t size_bytes;
 	uint32_t grain_bytes;
 	int64_t date;
-	const char *host;
+	const char *host;	/* as the writer gave it: "<id>:<name>", or a bare name */
 	uint64_t blocks_total;
 };
 
 struct tier_gc_stats {
 	uint64_t packs_deleted, packs_repacked, blocks_freed, bytes_freed;
+	uint64_t manifests;	      /* manifests read (marked) */
+	uint64_t manifests_unreadable; /* reported and kept; their packs kept */
+	uint64_t locks_reclaimed;     /* stale locks of crashed or stopped hosts removed */
+	uint64_t requests;	      /* object-store requests the collection made */
+	char busy[256];		      /* with -EBUSY: who holds the pool */
 };
 
 struct tier_ops {
@@ -74,19 +81,32 @@ struct tier_ops {
 	int (*pool_open)(const char *url, const char *opts, struct tier_pool **out, char *err,
 			 size_t errlen);
 	void (*pool_close)(struct tier_pool *p);
+	/* Who this process is, "<host id>:<host name>": written into the bucket
+	 * locks that other hosts see. May be NULL. */
+	void (*pool_identity)(struct tier_pool *p, const char *holder);
+	/* A new, unused manifest key for (volume, version), so that the engine
+	 * can record it before the upload starts (a crash after the manifest's
+	 * PUT then leaves no orphan it does not know). */
+	int (*manifest_key)(const char *volume, uint64_t version, char *out, size_t outlen);
 	/* Payload bytes read from the pool's store since it was opened (blocks,
 	 * indexes, manifests). May be NULL. */
 	uint64_t (*pool_bytes_read)(struct tier_pool *p);
 
-	/* Store one complete tape history: packs first, manifest last. */
+	/* Store one complete tape history: packs first, manifest last. Holds the
+	 * pool's shared lock throughout (waits for another host's gc). */
 	int (*upload)(struct tier_pool *p, const struct tier_upload_req *req,
 		      struct tier_upload_res *res, char *err, size_t errlen);
 	/* Remove a history's manifest (its blocks are left to gc). */
 	int (*remove)(struct tier_pool *p, const char *manifest);
 	/* Reclaim blocks no manifest references; never touches packs younger than
-	 * grace_seconds nor those of an upload that is running. */
+	 * grace_seconds (store time) nor those of an upload that is running, here
+	 * or on another host (-EBUSY, st->busy says who, while any other host
+	 * holds the pool's lock). */
 	int (*gc)(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stats *st);
-	/* Every manifest the pool holds (for `pool import`). cb returning non-zero stops. */
+	/* Every manifest the pool holds (for `pool import`). cb returning non-zero
+	 * stops. A manifest that cannot be decoded comes with only `manifest`
+	 * set (volume NULL): skip it, it has been logged. Holds the shared lock
+	 * (-EBUSY at once while another host's gc runs). */
 	int (*list)(struct tier_pool *p, int (*cb)(void *arg, const struct tier_manifest_info *mi),
 		    void *arg);
 

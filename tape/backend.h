@@ -70,12 +70,18 @@ int tape_backend_s3_open(const char *bucket_and_prefix, const char *opts, struct
 
 /* In-memory backend (tests). */
 struct tape_backend *tape_backend_mem_new(void);
+/* Another reference to the same store, for a second pool over it (another
+ * "host"); each reference is closed on its own. */
+struct tape_backend *tape_backend_mem_share(struct tape_backend *be);
+/* Moves the store's clock (the mtime new objects get) on by seconds. */
+void tape_mem_clock_advance(struct tape_backend *be, int64_t seconds);
 /* Make the k-th operation from now (1 = the next one) fail with err (negative
  * errno); ops counts put/get/head/list/del. k = 0 disarms. */
 void tape_mem_fail_op(struct tape_backend *be, uint64_t k, int err);
 struct tape_mem_stats {
 	uint64_t puts, gets, heads, lists, dels;
 	uint64_t bytes_put, bytes_got;
+	uint64_t lock_ops; /* put/head/list/del of locks/ (not in the counts above) */
 };
 void tape_mem_stats_get(struct tape_backend *be, struct tape_mem_stats *st);
 /* Flip one byte of an object (corruption tests); -ENOENT / -EINVAL. */

@@ -17,10 +17,21 @@
  * manifest is rewritten before the old pack is deleted; a crash at any point
  * leaves every manifest readable (the next gc finishes the job).
  *
- * Not covered: another host uploading while this one collects (its new
- * manifest may reference a block marked dead here). Run gc on one host, or
- * with a grace period longer than any upload.
+ * Other hosts: the collection holds the pool's exclusive bucket lock
+ * (lock.h) from before its listings to after its last delete, and is refused
+ * (-EBUSY) while any other host holds a fresh lock: no upload there can take
+ * a reference the mark did not see, no reader there reads a pack it deletes.
+ * Stale locks (crashed hosts) are removed first. Ages are store time: the
+ * grace period is measured against the mtime of our own freshly written
+ * lock, not the local clock. If the lock may have lapsed before the sweep
+ * (refreshes stale/2 apart), nothing is deleted.
+ *
+ * An unreadable manifest (bad checksum, unknown version) is reported and
+ * kept; the packs its pack table names are kept whole; if even that table
+ * cannot be read, nothing is deleted. It never counts as "references
+ * nothing".
  */
+#include "../core/fault.h"
 #include "log.h"
 #include "pool.h"
 
@@ -86,7 +97,62 @@ struct gc {
 	struct move *moves;
 	size_t nr_moves, cap_moves;
 	struct tier_gc_stats *st;
+	int64_t now;		 /* store time, from our lock */
+	bool keep_all;		 /* a manifest's pack table was unreadable: delete nothing */
 };
+
+static uint32_t le32_at(const uint8_t *b)
+{
+	return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+/* A manifest that does not decode: keep every pack its pack table names (a
+ * v1 header and table read on their own, bounded by the object's size). */
+static void gc_salvage(struct gc *gc, const struct tape_obj_info *oi)
+{
+	struct tier_pool *p = gc->p;
+	uint8_t hdr[72], *tab = NULL;
+	ssize_t n = pool_get(p, oi->key, 0, hdr, sizeof(hdr));
+	uint32_t H, P;
+
+	gc->st->manifests_unreadable++;
+	if (n != (ssize_t)sizeof(hdr) || memcmp(hdr, "ACMFSMAN", 8) || le32_at(hdr + 8) != 1)
+		goto keep_all;
+	H = le32_at(hdr + 12);
+	P = le32_at(hdr + 28);
+	uint64_t G = (uint64_t)le32_at(hdr + 32) | (uint64_t)le32_at(hdr + 36) << 32;
+	/* the counts must account for the object's length exactly, or a flipped
+	 * count could hide packs */
+	if (H < 72 || H > 72 + 3 * 65535 || P > (1u << 24) || G > (oi->size_bytes / 24) ||
+	    (uint64_t)H + 16ull * P + 24ull * G + 32 != oi->size_bytes)
+		goto keep_all;
+	tab = malloc((size_t)P * 16 + 1);
+	if (!tab || pool_get(p, oi->key, H, tab, (size_t)P * 16) != (ssize_t)P * 16)
+		goto keep_all;
+	/* and every id must be a pack we know: a flipped id names none */
+	pthread_mutex_lock(&p->lock);
+	for (uint32_t k = 0; k < P; k++) {
+		long no = pool_pack_find_locked(p, tab + 16 * k);
+		if (no < 0 || (uint32_t)no >= gc->nr_pool || !gc->live[no]) {
+			pthread_mutex_unlock(&p->lock);
+			goto keep_all;
+		}
+	}
+	for (uint32_t k = 0; k < P; k++) {
+		long no = pool_pack_find_locked(p, tab + 16 * k);
+		memset(gc->live[no], 1, p->packs[no].nr_ents + 1);
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(tab);
+	tape_log(TAPE_LOG_ERR, "gc: %s is unreadable: kept, with the %u packs it names", oi->key,
+		 P);
+	return;
+keep_all:
+	free(tab);
+	gc->keep_all = true;
+	tape_log(TAPE_LOG_ERR, "gc: %s is unreadable and so is its pack table: nothing deleted",
+		 oi->key);
+}
 
 static int gc_mark(struct gc *gc, struct keyvec *kv)
 {
@@ -103,6 +169,12 @@ static int gc_mark(struct gc *gc, struct keyvec *kv)
 			rc = 0;
 			continue;
 		}
+		if (rc == -EBADMSG || rc == -EPROTONOSUPPORT) {
+			gc_salvage(gc, &kv->v[i]);
+			rc = 0;
+			continue;
+		}
+		gc->st->manifests++;
 		if (rc) {
 			tape_log(TAPE_LOG_ERR, "gc: cannot read %s (%s): nothing collected",
 				 kv->v[i].key, strerror(-rc));
@@ -201,7 +273,7 @@ static int outpack_store(struct gc *gc, struct outpack *o)
 		pk->nr_ents = pk->cap_ents = o->nr;
 		pk->indexed = 1;
 		pk->size_bytes = total;
-		pk->mtime = time(NULL);
+		pk->mtime = gc->now;
 		pk->gen = p->gen + 1;
 		copy = NULL;
 	}
@@ -398,11 +470,18 @@ int tape_pool_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stat
 	struct gc gc = {.p = p, .st = st};
 	struct keyvec kv = {0};
 	int rc;
+	unsigned reclaimed = 0;
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&p->gc_lock);
+	rc = pool_lock_exclusive(p, &gc.now, &reclaimed, st->busy, sizeof(st->busy));
+	st->locks_reclaimed = reclaimed;
+	if (rc) {
+		tape_log(TAPE_LOG_WARN, "gc: %s", st->busy);
+		goto out_unlock;
+	}
 	rc = pool_refresh(p);
 	if (rc)
-		goto out_unlock;
+		goto out_unlock_x;
 	pthread_mutex_lock(&p->lock);
 	gc.nr_pool = p->nr_packs;
 	gc.live = calloc(gc.nr_pool + 1, sizeof(*gc.live));
@@ -431,9 +510,20 @@ int tape_pool_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stat
 	rc = gc_mark(&gc, &kv);
 	if (rc)
 		goto out_free;
+	fault_pause("gc-listed");
+	if (gc.keep_all)
+		goto out_free;
+	rc = pool_lock_exclusive_valid(p);
+	if (rc) {
+		tape_log(TAPE_LOG_ERR, "gc: the pool's lock may have lapsed (%s): nothing deleted",
+			 strerror(-rc));
+		snprintf(st->busy, sizeof(st->busy), "the gc lock lapsed while marking: run gc again");
+		rc = -EBUSY;
+		goto out_free;
+	}
 
 	/* choose, and doom atomically with the pin check */
-	int64_t now = time(NULL);
+	int64_t now = gc.now;
 	int any_repack = 0, any = 0;
 	pthread_mutex_lock(&p->lock);
 	for (uint32_t i = 0; i < gc.nr_pool; i++) {
@@ -497,6 +587,14 @@ int tape_pool_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stat
 		}
 	}
 
+	/* the copying may have been long: the lock must still be ours */
+	if (any && pool_lock_exclusive_valid(p)) {
+		tape_log(TAPE_LOG_ERR, "gc: the pool's lock may have lapsed: no pack deleted");
+		snprintf(st->busy, sizeof(st->busy), "the gc lock lapsed: run gc again");
+		st->bytes_freed = st->blocks_freed = 0;
+		rc = -EBUSY;
+		goto out_undoom;
+	}
 	for (uint32_t i = 0; i < gc.nr_pool; i++) {
 		if (!gc.doom[i])
 			continue;
@@ -553,6 +651,8 @@ out_free:
 	free(gc.mfs);
 	free(gc.moves);
 	free(kv.v);
+out_unlock_x:
+	pool_unlock_exclusive(p);
 out_unlock:
 	pthread_mutex_unlock(&p->gc_lock);
 	return rc;

@@ -84,6 +84,7 @@ struct tier_image {
 	struct tape_manifest m;
 	char key[TAPE_KEY_MAX];
 	uint32_t *pack_nos; /* pinned pool pack numbers */
+	bool locked;	    /* holds a reference on the pool's shared lock */
 	uint32_t run_max;   /* blocks per GET */
 	uint64_t chunk_grains;
 	uint64_t ra_grains;
@@ -517,6 +518,8 @@ void tape_image_close(struct tier_image *im)
 	free(im->htab);
 	free(im->zero);
 	tape_manifest_release(&im->m);
+	if (im->locked)
+		pool_unlock_shared(im->p);
 	pthread_mutex_destroy(&im->lock);
 	pthread_mutex_destroy(&im->idx_lock);
 	pthread_cond_destroy(&im->idx_cond);
@@ -538,6 +541,15 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 	pthread_cond_init(&im->idx_cond, NULL);
 	pthread_cond_init(&im->cond, NULL);
 	pthread_cond_init(&im->qcond, NULL);
+	/* another host's gc must not repack under an open image; its gc is
+	 * refused while we read, and we do not wait for one that runs */
+	char err[256];
+	rc = pool_lock_shared(p, 0, NULL, err, sizeof(err));
+	if (rc) {
+		tape_log(TAPE_LOG_ERR, "opening %s: %s", manifest, err);
+		goto out_close;
+	}
+	im->locked = true;
 	for (int attempt = 0;; attempt++) {
 		rc = pool_manifest_load(p, manifest, &im->m, NULL);
 		if (rc)

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/rand.h>
+
 static uint64_t key64(const uint8_t *k)
 {
 	uint64_t v;
@@ -545,15 +547,18 @@ static int opt_u64(const char *opts, const char *key, uint64_t def, uint64_t min
 int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tier_pool **out,
 			   char *err, size_t errlen)
 {
-	uint64_t pack_mb, threads, cache_mb, ra_mb, pack_kb;
+	uint64_t pack_mb, threads, cache_mb, ra_mb, pack_kb, lock_stale, lock_wait;
 	if (!opts)
 		opts = "";
 	if (opt_u64(opts, "pack_mb", 32, 1, 4096, &pack_mb) ||
 	    opt_u64(opts, "pack_kb", 0, 1, 4u << 20, &pack_kb) ||
 	    opt_u64(opts, "threads", 4, 1, 64, &threads) ||
 	    opt_u64(opts, "cache_mb", 64, 1, 1u << 20, &cache_mb) ||
-	    opt_u64(opts, "readahead_mb", 64, 0, 4096, &ra_mb)) {
-		snprintf(err, errlen, "bad pool option (pack_mb, threads, cache_mb, readahead_mb)");
+	    opt_u64(opts, "readahead_mb", 64, 0, 4096, &ra_mb) ||
+	    opt_u64(opts, "lock_stale", 1800, 2, 7 * 86400, &lock_stale) ||
+	    opt_u64(opts, "lock_wait", 1800, 0, 7 * 86400, &lock_wait)) {
+		snprintf(err, errlen, "bad pool option (pack_mb, threads, cache_mb, readahead_mb, "
+				      "lock_stale, lock_wait)");
 		return -EINVAL;
 	}
 	struct tier_pool *p = calloc(1, sizeof(*p));
@@ -569,6 +574,7 @@ int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tie
 	p->next_upload_id = 1;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->gc_lock, NULL);
+	pool_lock_init(&p->lk, (int64_t)lock_stale, (int64_t)lock_wait);
 	*out = p;
 	return 0;
 }
@@ -619,6 +625,7 @@ static void tier_pool_close(struct tier_pool *p)
 {
 	if (!p)
 		return;
+	pool_lock_fini(p);
 	for (uint32_t i = 0; i < p->nr_packs; i++)
 		free(p->packs[i].ents);
 	free(p->packs);
@@ -628,6 +635,38 @@ static void tier_pool_close(struct tier_pool *p)
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->gc_lock);
 	free(p);
+}
+
+/* ---- identity, keys ---- */
+
+static void tier_pool_identity(struct tier_pool *p, const char *holder)
+{
+	pool_lock_set_holder(p, holder);
+}
+
+static int tier_manifest_key(const char *volume, uint64_t version, char *out, size_t outlen)
+{
+	uint8_t rnd[8];
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return -EIO;
+	return tape_manifest_key(volume, version, rnd, out, outlen);
+}
+
+int tape_manifest_key_check(const char *key, const char *volume, uint64_t version)
+{
+	char want[TAPE_KEY_MAX];
+	uint8_t zero[8] = {0};
+	int rc = tape_manifest_key(volume, version, zero, want, sizeof(want));
+	if (rc)
+		return rc;
+	size_t kl = strlen(key), wl = strlen(want);
+	/* same but for the 16 hex digits before ".mf" */
+	if (kl != wl || memcmp(key, want, wl - 19) || strcmp(key + kl - 3, ".mf"))
+		return -EINVAL;
+	for (size_t i = wl - 19; i < wl - 3; i++)
+		if (!((key[i] >= '0' && key[i] <= '9') || (key[i] >= 'a' && key[i] <= 'f')))
+			return -EINVAL;
+	return 0;
 }
 
 /* ---- list / remove ---- */
@@ -641,7 +680,13 @@ static int tier_list(struct tier_pool *p, int (*cb)(void *arg, const struct tier
 		     void *arg)
 {
 	struct objvec ov = {0};
-	int rc = p->be->ops->list(p->be, "manifests/", objvec_add, &ov);
+	char err[256];
+	int rc = pool_lock_shared(p, 0, NULL, err, sizeof(err));
+	if (rc) {
+		tape_log(TAPE_LOG_ERR, "listing manifests: %s", err);
+		return rc;
+	}
+	rc = p->be->ops->list(p->be, "manifests/", objvec_add, &ov);
 	for (size_t i = 0; !rc && i < ov.n; i++) {
 		size_t kl = strlen(ov.v[i].key);
 		if (kl < 3 || strcmp(ov.v[i].key + kl - 3, ".mf") != 0)
@@ -650,6 +695,14 @@ static int tier_list(struct tier_pool *p, int (*cb)(void *arg, const struct tier
 		rc = pool_manifest_load(p, ov.v[i].key, &m, NULL);
 		if (rc == -ENOENT) { /* removed meanwhile */
 			rc = 0;
+			continue;
+		}
+		if (rc == -EBADMSG || rc == -EPROTONOSUPPORT || rc == -EIO) {
+			/* one bad object must not stop every import: say so, go on */
+			tape_log(TAPE_LOG_ERR, "manifest %s unreadable (%s): skipped", ov.v[i].key,
+				 strerror(-rc));
+			struct tier_manifest_info bad = {.manifest = ov.v[i].key};
+			rc = cb(arg, &bad);
 			continue;
 		}
 		if (rc)
@@ -668,15 +721,26 @@ static int tier_list(struct tier_pool *p, int (*cb)(void *arg, const struct tier
 		tape_manifest_release(&m);
 	}
 	free(ov.v);
+	pool_unlock_shared(p);
 	return rc;
 }
 
 static int tier_remove(struct tier_pool *p, const char *manifest)
 {
 	size_t kl = strlen(manifest);
+	char err[256];
 	if (strncmp(manifest, "manifests/", 10) != 0 || kl < 4 || strcmp(manifest + kl - 3, ".mf"))
 		return -EINVAL;
-	return p->be->ops->del(p->be, manifest);
+	/* not while another host's gc may be rewriting it (its PUT would bring
+	 * the manifest back); the caller's trash retries later */
+	int rc = pool_lock_shared(p, 0, NULL, err, sizeof(err));
+	if (rc) {
+		tape_log(TAPE_LOG_WARN, "deleting %s: %s", manifest, err);
+		return rc;
+	}
+	rc = p->be->ops->del(p->be, manifest);
+	pool_unlock_shared(p);
+	return rc;
 }
 
 static int tier_upload(struct tier_pool *p, const struct tier_upload_req *req,
@@ -693,6 +757,8 @@ static int tier_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_st
 const struct tier_ops tape_tier_ops = {
 	.pool_open = tier_pool_open,
 	.pool_close = tier_pool_close,
+	.pool_identity = tier_pool_identity,
+	.manifest_key = tier_manifest_key,
 	.pool_bytes_read = tier_pool_bytes_read,
 	.upload = tier_upload,
 	.remove = tier_remove,

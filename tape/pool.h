@@ -28,6 +28,7 @@
 #include "../core/tier.h"
 #include "backend.h"
 #include "format.h"
+#include "lock.h"
 
 /* Grains an upload worker claims at once, which then lie back to back in a
  * pack; also the largest ranged GET of an image read (image.c). Large,
@@ -75,6 +76,7 @@ struct tier_pool {
 	uint64_t next_upload_id; /* protected by lock */
 	int refreshed;		 /* a full listing has been loaded; protected by lock */
 	atomic_uint_fast64_t bytes_read; /* payload bytes got from the store (metrics) */
+	struct pool_lock lk;	 /* bucket locks shared with other hosts (lock.h) */
 };
 
 /* all "_locked" functions need pool->lock held */
@@ -106,6 +108,9 @@ ssize_t pool_getv(struct tier_pool *p, const char *key, uint64_t off, const stru
 		  int iovcnt, tape_progress_cb progress, void *arg);
 /* Reads a whole object (small ones: manifests); *buf malloc'd. */
 int pool_get_all(struct tier_pool *p, const char *key, uint8_t **buf, size_t *len);
+
+/* 0 if key is a manifest key of (volume, version), else -EINVAL */
+int tape_manifest_key_check(const char *key, const char *volume, uint64_t version);
 
 int tape_pool_upload(struct tier_pool *p, const struct tier_upload_req *req,
 		     struct tier_upload_res *res, char *err, size_t errlen);

@@ -26,10 +26,18 @@
  * On failure or cancel the packs still PENDING are forgotten; packs already
  * stored stay (other uploads may share them) and become gc's to reclaim.
  *
+ * Other hosts: the upload holds the pool's shared bucket lock (lock.h) from
+ * before the listing its dedup decisions rest on to after its manifest, so
+ * no collector deletes a pack under it. If the lock may have lapsed (store
+ * time between refreshes of half the stale limit) every pack the manifest
+ * names is checked to exist before the manifest is stored; one missing
+ * fails the upload: a history is never stored over a hole.
+ *
  * Locking: pool->lock around the block table, the open pack's slots and
  * writer count, and the pin bookkeeping; never across read_grain, hashing,
  * copying block bytes or a PUT.
  */
+#include "../core/fault.h"
 #include "iomem.h"
 #include "log.h"
 #include "pool.h"
@@ -482,6 +490,84 @@ static int upload_load_parent(struct upload *u)
 	return rc;
 }
 
+struct pack_set {
+	uint8_t (*ids)[16]; /* sorted */
+	uint32_t n;
+	uint8_t *found;
+};
+
+static int cmp_id(const void *a, const void *b)
+{
+	return memcmp(a, b, 16);
+}
+
+static int mark_found(void *arg, const struct tape_obj_info *oi)
+{
+	struct pack_set *ps = arg;
+	uint8_t id[16];
+	if (tape_pack_key_parse(oi->key, id))
+		return 0;
+	uint8_t(*hit)[16] = bsearch(id, ps->ids, ps->n, 16, cmp_id);
+	if (hit)
+		ps->found[hit - ps->ids] = 1;
+	return 0;
+}
+
+/* After the lock may have lapsed: every pack the manifest will name must
+ * still be in the store (packs are immutable: present means intact). */
+static int upload_packs_exist(struct upload *u, char *err, size_t errlen)
+{
+	struct tier_pool *p = u->p;
+	struct pack_set ps = {0};
+	int rc = 0;
+
+	pthread_mutex_lock(&p->lock);
+	uint32_t nr_pool = p->nr_packs;
+	uint8_t *used = calloc(nr_pool + 1, 1);
+	ps.ids = malloc((nr_pool + 1) * 16);
+	if (used && ps.ids) {
+		for (uint64_t g = 0; g < u->nr_grains; g++)
+			if (u->refs[g].pack != TAPE_ZERO_PACK && u->refs[g].pack < nr_pool)
+				used[u->refs[g].pack] = 1;
+		for (uint32_t i = 0; i < nr_pool; i++)
+			if (used[i])
+				memcpy(ps.ids[ps.n++], p->packs[i].id, 16);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!used || !ps.ids) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	qsort(ps.ids, ps.n, 16, cmp_id);
+	ps.found = calloc(ps.n + 1, 1);
+	if (!ps.found) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = p->be->ops->list(p->be, "packs/", mark_found, &ps);
+	if (rc) {
+		snprintf(err, errlen, "re-checking the packs after a lapsed lock: %s", strerror(-rc));
+		goto out;
+	}
+	for (uint32_t i = 0; i < ps.n; i++)
+		if (!ps.found[i]) {
+			char key[64];
+			tape_pack_key(ps.ids[i], key, sizeof(key));
+			snprintf(err, errlen,
+				 "%s was deleted by a gc while this upload's pool lock had "
+				 "lapsed: nothing stored", key);
+			rc = -EIO;
+			goto out;
+		}
+	tape_log(TAPE_LOG_INFO, "pool lock had lapsed; all %u packs referenced are present",
+		 ps.n);
+out:
+	free(used);
+	free(ps.ids);
+	free(ps.found);
+	return rc;
+}
+
 static int upload_manifest(struct upload *u, struct tier_upload_res *res)
 {
 	struct tier_pool *p = u->p;
@@ -528,17 +614,22 @@ static int upload_manifest(struct upload *u, struct tier_upload_res *res)
 	m.refs = NULL;
 	if (rc)
 		goto out_free;
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+	if (req->manifest_key) {
+		rc = tape_manifest_key_check(req->manifest_key, req->volume, req->version);
+		if (!rc)
+			snprintf(res->manifest, sizeof(res->manifest), "%s", req->manifest_key);
+	} else if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
 		rc = -EIO;
-		goto out_free;
+	} else {
+		rc = tape_manifest_key(req->volume, req->version, rnd, res->manifest,
+				       sizeof(res->manifest));
 	}
-	rc = tape_manifest_key(req->volume, req->version, rnd, res->manifest,
-			       sizeof(res->manifest));
 	if (rc)
 		goto out_free;
 	rc = p->be->ops->put(p->be, res->manifest, enc, enclen);
 	if (rc)
 		goto out_free;
+	fault_pause("upload-stored");
 	atomic_fetch_add(&u->bytes_up, enclen);
 	res->blocks_total = m.blocks_total;
 out_free:
@@ -576,10 +667,15 @@ int tape_pool_upload(struct tier_pool *p, const struct tier_upload_req *req,
 	u.id = p->next_upload_id++;
 	pthread_mutex_unlock(&p->lock);
 
+	/* before the listing: what it shows stays until the lock is dropped */
+	uint64_t epoch = 0;
+	rc = pool_lock_shared(p, p->lk.wait_s, &epoch, err, errlen);
+	if (rc)
+		goto out_free;
 	rc = pool_refresh(p);
 	if (rc) {
 		snprintf(err, errlen, "listing the pool: %s", strerror(-rc));
-		goto out_free;
+		goto out_unlock;
 	}
 	if (req->parent && *req->parent) {
 		rc = upload_load_parent(&u);
@@ -615,6 +711,16 @@ int tape_pool_upload(struct tier_pool *p, const struct tier_upload_req *req,
 		snprintf(err, errlen, "%s", u.errmsg);
 		goto out_forget;
 	}
+	fault_pause("upload-deduped");
+	rc = pool_lock_shared_valid(p, epoch);
+	if (rc == 0)
+		rc = upload_packs_exist(&u, err, errlen);
+	else if (rc > 0)
+		rc = 0;
+	else
+		snprintf(err, errlen, "the pool's lock: %s", strerror(-rc));
+	if (rc)
+		goto out_forget;
 	rc = upload_manifest(&u, res);
 	if (rc) {
 		snprintf(err, errlen, "storing the manifest: %s", strerror(-rc));
@@ -655,6 +761,8 @@ out_unpin:
 	free(u.parent_map);
 	if (u.have_parent)
 		tape_manifest_release(&u.parent);
+out_unlock:
+	pool_unlock_shared(p);
 out_free:
 	free(u.refs);
 	return rc;

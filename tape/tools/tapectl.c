@@ -189,6 +189,10 @@ static int cmd_verify(struct tier_pool *p, const char *manifest)
 static int list_cb(void *arg, const struct tier_manifest_info *mi)
 {
 	(void)arg;
+	if (!mi->volume) {
+		printf("%s unreadable\n", mi->manifest);
+		return 0;
+	}
 	printf("%s volume=%s version=%" PRIu64 " size=%" PRIu64 " grain=%u blocks=%" PRIu64
 	       " host=%s date=%" PRId64 "\n",
 	       mi->manifest, mi->volume, mi->version, mi->size_bytes, mi->grain_bytes,

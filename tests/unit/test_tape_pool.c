@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,7 +238,9 @@ static void test_roundtrip_and_holes(void **state)
 	tape_mem_stats_get(c->be, &st);
 	/* only non-zero blocks travel: payload + small overheads */
 	assert_true(st.bytes_put >= 150 * GRAIN && st.bytes_put < 150 * GRAIN + 40000);
-	assert_true(res.bytes_uploaded == st.bytes_put);
+	assert_true(res.bytes_uploaded == st.bytes_put); /* lock objects counted apart */
+	assert_true(st.lock_ops > 0);
+	assert_int_equal(count_objects(c, "locks/"), 0); /* released */
 	assert_int_equal(count_objects(c, "manifests/"), 1);
 	assert_true(count_objects(c, "packs/") >= 3); /* 256 KiB packs */
 	check_image(c, res.manifest, &v);
@@ -387,13 +390,39 @@ static void test_gc(void **state)
 	/* every block either collection reclaimed, each exactly once */
 	assert_int_equal(freed_first + st.blocks_freed, 192 + 256);
 
-	/* a manifest that cannot be read stops gc from deleting anything */
+	/* a manifest whose references cannot be read is kept, and so is every
+	 * pack its (intact) pack table names; the collection goes on */
 	assert_int_equal(upload(c, &a, "va", 2, NULL, NULL, &ra), 0);
 	assert_int_equal(upload(c, &b, "vb", 2, NULL, NULL, &rb), 0);
-	assert_int_equal(tape_mem_corrupt(c->be, rb.manifest, 100), 0);
+	struct tier_image *imb;
+	assert_int_equal(T->image_open(c->p, rb.manifest, &imb), 0); /* its packs */
+	struct tape_manifest mb;
+	assert_int_equal(pool_manifest_load(c->p, rb.manifest, &mb, NULL), 0);
+	uint64_t refs_at = 72 + strlen(mb.volume) + strlen(mb.host) + strlen(mb.parent) +
+			   16ull * mb.nr_packs;
+	tape_manifest_release(&mb);
+	T->image_close(imb);
+	assert_int_equal(T->remove(c->p, ra.manifest), 0); /* va's own blocks: garbage */
+	assert_int_equal(tape_mem_corrupt(c->be, rb.manifest, refs_at + 30), 0);
 	tape_mem_set_mtime_all(c->be, 1000);
 	packs_before = count_objects(c, "packs/");
-	assert_int_not_equal(T->gc(c->p, 0, &st), 0);
+	assert_int_equal(T->gc(c->p, 0, &st), 0);
+	assert_int_equal(st.manifests_unreadable, 1);
+	assert_true(st.packs_deleted > 0); /* va's went */
+	assert_int_equal(count_objects(c, "manifests/"), 1);
+	{ /* vb's packs all stay: its blocks read back once the byte is undone */
+		assert_int_equal(tape_mem_corrupt(c->be, rb.manifest, refs_at + 30), 0);
+		check_image(c, rb.manifest, &b);
+	}
+	/* a flipped byte inside the pack table: nothing is deleted at all */
+	assert_int_equal(upload(c, &a, "va", 3, NULL, NULL, &ra), 0);
+	assert_int_equal(T->remove(c->p, ra.manifest), 0);
+	assert_int_equal(tape_mem_corrupt(c->be, rb.manifest, refs_at - 5), 0);
+	tape_mem_set_mtime_all(c->be, 1000);
+	packs_before = count_objects(c, "packs/");
+	assert_int_equal(T->gc(c->p, 0, &st), 0);
+	assert_int_equal(st.manifests_unreadable, 1);
+	assert_int_equal(st.packs_deleted + st.packs_repacked, 0);
 	assert_int_equal(count_objects(c, "packs/"), packs_before);
 	vol_free(&a);
 	vol_free(&b);
@@ -840,6 +869,212 @@ static void test_file_backend(void **state)
 	vol_free(&v);
 }
 
+/* ---- two hosts over one store: the bucket lock protocol (lock.h) ---- */
+
+static struct tier_pool *open_host(struct tape_backend *be, const char *opts, const char *who)
+{
+	struct tier_pool *p;
+	char err[128];
+	assert_int_equal(tape_pool_open_backend(tape_backend_mem_share(be), opts, &p, err,
+						sizeof(err)),
+			 0);
+	T->pool_identity(p, who);
+	return p;
+}
+
+/* a volume whose read of grain `at` first runs `hook` (once): another host
+ * acting in the middle of an upload, after its listing, before its dedup */
+struct racing_vol {
+	struct vol v;
+	uint64_t at;
+	atomic_int fired;
+	void (*hook)(struct racing_vol *rv);
+	struct tier_pool *other;
+	struct tape_backend *be;
+	int gc_rc;
+	struct tier_gc_stats st;
+	int64_t advance; /* store clock moved on before the other's gc */
+};
+
+static int racing_read(void *arg, uint64_t g, void *buf)
+{
+	struct racing_vol *rv = arg;
+	if (g == rv->at && !atomic_exchange(&rv->fired, 1))
+		rv->hook(rv);
+	return vol_read(&rv->v, g, buf);
+}
+
+static void other_gc(struct racing_vol *rv)
+{
+	if (rv->advance)
+		tape_mem_clock_advance(rv->be, rv->advance);
+	rv->gc_rc = T->gc(rv->other, 0, &rv->st);
+}
+
+static int upload_from(struct tier_pool *p, const char *volume, uint64_t version,
+		       struct tier_src src, uint64_t size, struct tier_upload_res *res, char *err,
+		       size_t errlen)
+{
+	struct tier_upload_req req = {
+		.volume = volume,
+		.version = version,
+		.size_bytes = size,
+		.grain_bytes = GRAIN,
+		.date = 1700000000,
+		.host = "00:test",
+		.src = src,
+	};
+	return T->upload(p, &req, res, err, errlen);
+}
+
+static int count_in(struct tape_backend *be, const char *prefix)
+{
+	struct ctx c = {.be = be};
+	return count_objects(&c, prefix);
+}
+
+/* host B deleted its history and backs the same data up again, deduplicating
+ * into packs that are garbage right now; host A's gc runs meanwhile. It must
+ * be refused: deleting those packs would leave B a "succeeded" history that
+ * cannot be read (the data loss this protocol exists for). */
+static void test_hosts_gc_refused_during_upload(void **state)
+{
+	(void)state;
+	struct tape_backend *be = tape_backend_mem_new();
+	struct tier_pool *a = open_host(be, "pack_kb=256 threads=2", "aaaa:hostA");
+	struct tier_pool *b = open_host(be, "pack_kb=256 threads=2", "bbbb:hostB");
+	struct racing_vol rv = {.at = 0, .hook = other_gc, .other = a, .be = be};
+	struct tier_upload_res r1, r2;
+	char err[256];
+	vol_init(&rv.v, NR * GRAIN);
+	fill_random(rv.v.data, rv.v.size);
+	struct tier_src plain = {vol_read, &rv.v}, racing = {racing_read, &rv};
+	assert_int_equal(upload_from(b, "vb", 1, plain, rv.v.size, &r1, err, sizeof(err)), 0);
+	assert_int_equal(T->remove(b, r1.manifest), 0);
+
+	assert_int_equal(upload_from(b, "vb", 2, racing, rv.v.size, &r2, err, sizeof(err)), 0);
+	assert_int_equal(rv.gc_rc, -EBUSY);
+	assert_non_null(strstr(rv.st.busy, "hostB"));
+	assert_int_equal(r2.blocks_new, 0); /* it did dedup into the garbage */
+	struct ctx cb = {.be = be, .p = b}, ca = {.be = be, .p = a};
+	check_image(&cb, r2.manifest, &rv.v);
+	/* once B is done, A collects; what B's history needs stays */
+	struct tier_gc_stats st;
+	assert_int_equal(T->gc(a, 0, &st), 0);
+	assert_int_equal(st.locks_reclaimed, 0);
+	check_image(&ca, r2.manifest, &rv.v);
+	check_image(&cb, r2.manifest, &rv.v);
+	assert_int_equal(count_in(be, "locks/"), 0);
+	T->pool_close(a);
+	T->pool_close(b);
+	vol_free(&rv.v);
+}
+
+/* the same, but B's lock is stale when A looks (B stalled longer than the
+ * stale limit): A may collect, and B must notice at its commit point and
+ * fail rather than store a manifest over deleted packs */
+static void test_hosts_lapsed_lock_fails_upload(void **state)
+{
+	(void)state;
+	struct tape_backend *be = tape_backend_mem_new();
+	struct tier_pool *a = open_host(be, "pack_kb=256 threads=2 lock_stale=10", "aaaa:hostA");
+	struct tier_pool *b = open_host(be, "pack_kb=256 threads=2 lock_stale=1000", "bbbb:hostB");
+	struct racing_vol rv = {.at = 0, .hook = other_gc, .other = a, .be = be, .advance = 600};
+	struct tier_upload_res r1, r2, r3;
+	char err[256] = "";
+	vol_init(&rv.v, NR * GRAIN);
+	fill_random(rv.v.data, rv.v.size);
+	struct tier_src plain = {vol_read, &rv.v}, racing = {racing_read, &rv};
+	assert_int_equal(upload_from(b, "vb", 1, plain, rv.v.size, &r1, err, sizeof(err)), 0);
+	assert_int_equal(T->remove(b, r1.manifest), 0);
+
+	assert_int_equal(upload_from(b, "vb", 2, racing, rv.v.size, &r2, err, sizeof(err)), -EIO);
+	assert_int_equal(rv.gc_rc, 0);
+	assert_int_equal(rv.st.locks_reclaimed, 1);
+	assert_true(rv.st.packs_deleted > 0);
+	assert_non_null(strstr(err, "deleted by a gc"));
+	assert_int_equal(count_in(be, "manifests/"), 0); /* nothing stored */
+	/* the next try sees the pool as it is and stores everything anew */
+	assert_int_equal(upload_from(b, "vb", 3, plain, rv.v.size, &r3, err, sizeof(err)), 0);
+	assert_int_equal(r3.blocks_new, NR);
+	struct ctx ca = {.be = be, .p = a};
+	check_image(&ca, r3.manifest, &rv.v);
+	T->pool_close(a);
+	T->pool_close(b);
+	vol_free(&rv.v);
+}
+
+struct bg_upload {
+	struct tier_pool *p;
+	struct vol *v;
+	int rc;
+	char err[256];
+	struct tier_upload_res res;
+};
+
+static void *bg_upload_main(void *arg)
+{
+	struct bg_upload *u = arg;
+	struct tier_src src = {vol_read, u->v};
+	u->rc = upload_from(u->p, "vw", 1, src, u->v->size, &u->res, u->err, sizeof(u->err));
+	return NULL;
+}
+
+/* while A's gc holds the pool, B's uploads wait (lock_wait=) or fail, and
+ * B's reads and deletes are refused at once; stale locks of crashed hosts
+ * are removed by the next gc, fresh ones stop it */
+static void test_hosts_exclusive_and_stale(void **state)
+{
+	(void)state;
+	struct tape_backend *be = tape_backend_mem_new();
+	struct tier_pool *a = open_host(be, "pack_kb=256 lock_stale=10", "aaaa:hostA");
+	struct tier_pool *b = open_host(be, "pack_kb=256 lock_wait=0", "bbbb:hostB");
+	struct tier_pool *w = open_host(be, "pack_kb=256 lock_wait=20", "cccc:hostC");
+	struct vol v;
+	struct tier_upload_res r;
+	struct tier_image *im;
+	char err[256];
+	int64_t now;
+	unsigned reclaimed;
+	vol_init(&v, 64 * GRAIN);
+	fill_random(v.data, v.size);
+	struct tier_src src = {vol_read, &v};
+	assert_int_equal(upload_from(b, "vb", 1, src, v.size, &r, err, sizeof(err)), 0);
+	char first[256];
+	snprintf(first, sizeof(first), "%s", r.manifest);
+
+	assert_int_equal(pool_lock_exclusive(a, &now, &reclaimed, err, sizeof(err)), 0);
+	assert_int_equal(upload_from(b, "vb", 2, src, v.size, &r, err, sizeof(err)), -EBUSY);
+	assert_non_null(strstr(err, "hostA"));
+	assert_int_equal(T->image_open(b, first, &im), -EBUSY);
+	assert_int_equal(T->remove(b, first), -EBUSY);
+	/* another host waits, and goes on once the gc is over */
+	struct bg_upload bu = {.p = w, .v = &v};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, bg_upload_main, &bu), 0);
+	usleep(1500 * 1000);
+	assert_int_equal(count_in(be, "manifests/vw/"), 0);
+	pool_unlock_exclusive(a);
+	pthread_join(th, NULL);
+	assert_int_equal(bu.rc, 0);
+	assert_int_equal(count_in(be, "manifests/vw/"), 1);
+
+	/* a crashed host's lock: fresh, it stops gc; stale, gc removes it */
+	const char *dead = "locks/0123456789abcdef0123456789abcdef-s.lock";
+	assert_int_equal(be->ops->put(be, dead, "acmfs-lock 1\nkind=shared\nhost=dd:hostD\n", 38), 0);
+	struct tier_gc_stats st;
+	assert_int_equal(T->gc(a, 0, &st), -EBUSY);
+	assert_non_null(strstr(st.busy, "hostD"));
+	tape_mem_clock_advance(be, 11);
+	assert_int_equal(T->gc(a, 0, &st), 0);
+	assert_int_equal(st.locks_reclaimed, 1);
+	assert_int_equal(count_in(be, "locks/"), 0);
+	T->pool_close(a);
+	T->pool_close(b);
+	T->pool_close(w);
+	vol_free(&v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -853,6 +1088,9 @@ int main(void)
 		cmocka_unit_test(test_readahead_gets_whole_claims),
 		cmocka_unit_test_setup_teardown(test_faults_and_cancel, setup, teardown),
 		cmocka_unit_test(test_file_backend),
+		cmocka_unit_test(test_hosts_gc_refused_during_upload),
+		cmocka_unit_test(test_hosts_lapsed_lock_fails_upload),
+		cmocka_unit_test(test_hosts_exclusive_and_stale),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
