@@ -43,6 +43,7 @@ const char *cmd_name(enum cmd_kind kind)
 	case CMD_POOL_DELETE: return "pool delete";
 	case CMD_POOL_IMPORT: return "pool import";
 	case CMD_POOL_GC: return "pool gc";
+	case CMD_POOL_HOSTS: return "pool hosts";
 	case CMD_BACKUP: return "backup";
 	case CMD_RESTORE: return "restore";
 	case CMD_HISTDEL: return "histdel";
@@ -269,7 +270,8 @@ static int parse_tapepolicy(struct toks *t, struct cmd *c, char *err, size_t err
 /* what tape/tier.h's pools understand; never credentials themselves */
 static const char *const pool_keys[] = { "endpoint", "region",	 "path_style", "credentials",
 					  "ca",	      "pack_mb", "threads",    "cache_mb",
-					  "readahead_mb", "retries", "retry_s", "timeout_s" };
+					  "readahead_mb", "retries", "retry_s", "timeout_s",
+					  "lock_stale", "lock_wait", "multipart_mb" };
 
 static int parse_pool_create(struct toks *t, struct cmd *c, char *err, size_t errlen)
 {
@@ -366,10 +368,11 @@ static int parse_global(struct toks *t, struct cmd *c, char *err, size_t errlen)
 		c->kind = CMD_POOL_CREATE;
 		return parse_pool_create(t, c, err, errlen);
 	}
-	if (!strcmp(w0, "pool") &&
-	    (!strcmp(w1, "delete") || !strcmp(w1, "import") || !strcmp(w1, "gc"))) {
-		c->kind = !strcmp(w1, "delete") ? CMD_POOL_DELETE
+	if (!strcmp(w0, "pool") && (!strcmp(w1, "delete") || !strcmp(w1, "import") ||
+				    !strcmp(w1, "gc") || !strcmp(w1, "hosts"))) {
+		c->kind = !strcmp(w1, "delete")	  ? CMD_POOL_DELETE
 			  : !strcmp(w1, "import") ? CMD_POOL_IMPORT
+			  : !strcmp(w1, "hosts")  ? CMD_POOL_HOSTS
 						  : CMD_POOL_GC;
 		if (t->n == 4 && c->kind == CMD_POOL_GC && kv(t->w[3], "grace")) {
 			rc = parse_num(kv(t->w[3], "grace"), 365 * 86400ULL, &c->grace_s,
@@ -377,9 +380,19 @@ static int parse_global(struct toks *t, struct cmd *c, char *err, size_t errlen)
 			if (rc)
 				return rc;
 			c->has_grace = true;
+		} else if (t->n == 4 && c->kind == CMD_POOL_IMPORT && kv(t->w[3], "host")) {
+			const char *h = kv(t->w[3], "host");
+			size_t hl = strlen(h);
+			if (hl < 1 || hl >= sizeof(c->host) ||
+			    strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				      "0123456789._-") != hl)
+				return fail(err, errlen, "bad host '%.64s' (a host id or name)", h);
+			memcpy(c->host, h, hl + 1);
 		} else if (t->n != 3) {
 			return fail(err, errlen, "usage: pool %s NAME%s", w1,
-				    c->kind == CMD_POOL_GC ? " [grace=SECONDS]" : "");
+				    c->kind == CMD_POOL_GC	   ? " [grace=SECONDS]"
+				    : c->kind == CMD_POOL_IMPORT ? " [host=ID|NAME]"
+								 : "");
 		}
 		return copy_name(c->name, t->w[2], "pool", err, errlen);
 	}

@@ -32,6 +32,7 @@ enum cmd_kind {
 	CMD_POOL_DELETE,
 	CMD_POOL_IMPORT,
 	CMD_POOL_GC,
+	CMD_POOL_HOSTS,
 	/* per volume */
 	CMD_BACKUP,
 	CMD_RESTORE,
@@ -69,6 +70,8 @@ struct cmd {
 	/* pool gc */
 	bool has_grace;
 	uint64_t grace_s;
+	/* pool import host= (a host id or name) */
+	char host[64];
 	/* pool create */
 	char url[1024];
 	char opts[2048]; /* validated key=value words, space separated */

@@ -5,6 +5,8 @@
  */
 #include "engine_int.h"
 
+#include <openssl/rand.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -198,7 +200,10 @@ int engine_pool_open(struct engine *e, struct pool *p, char *err, size_t errlen)
 		snprintf(err, errlen, "tape tier not available in this build");
 		return -EIO;
 	}
-	return e->tier->pool_open(p->row.url, p->row.opts, &p->tp, err, errlen);
+	int rc = e->tier->pool_open(p->row.url, p->row.opts, &p->tp, err, errlen);
+	if (!rc && e->tier->pool_identity)
+		e->tier->pool_identity(p->tp, e->holder);
+	return rc;
 }
 
 /* Closes a pool's tier side; what it read stays in the metrics. */
@@ -629,6 +634,13 @@ static int recover_volume(struct engine *e, struct vol *v)
 		}
 		if (h->row.tape_status == HS_EXECUTING) {
 			h->row.tape_status = HS_FAILED;
+			/* its manifest may have been stored before the stop: it goes */
+			if (h->row.manifest[0]) {
+				rc = catalog_trash_add(e->cat, h->row.pool, h->row.manifest);
+				if (rc)
+					return rc;
+				h->row.manifest[0] = 0;
+			}
 			vol_log(v, "error: tape copy of version %llu was interrupted: status failed",
 				(unsigned long long)h->row.version);
 			dirty = true;
@@ -742,6 +754,42 @@ static int ensure_default_pool(struct engine *e)
 	return 0;
 }
 
+bool engine_host_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+	if (n < 1 || n > 63)
+		return false;
+	for (const char *c = name; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || *c == '.' || *c == '-' || *c == '_'))
+			return false;
+	return true;
+}
+
+/* The store's host id: drawn at its first mount, kept in the catalog. It,
+ * not the name, says which host owns a history in a shared pool (two
+ * machines may share a name; a renamed one keeps its id). */
+static int load_host_id(struct engine *e)
+{
+	char id[64];
+	int rc = catalog_get_meta(e->cat, "host_id", id, sizeof(id));
+	if (rc == -ENOENT) {
+		uint8_t rnd[16];
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			return -EIO;
+		for (int i = 0; i < 16; i++)
+			snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+		rc = catalog_set_meta(e->cat, "host_id", id);
+	}
+	if (rc)
+		return rc;
+	if (strlen(id) != 32 || strspn(id, "0123456789abcdef") != 32)
+		return -EUCLEAN;
+	memcpy(e->host_id, id, 33);
+	snprintf(e->holder, sizeof(e->holder), "%s:%s", e->host_id, e->host);
+	return 0;
+}
+
 int engine_open(const struct engine_opts *o, struct engine **out, char *err, size_t errlen)
 {
 	struct engine *e = calloc(1, sizeof(*e));
@@ -771,7 +819,24 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 	memcpy(e->store, real, strlen(real) + 1);
 	if (o->mountpoint && !realpath(o->mountpoint, e->mountpoint))
 		snprintf(e->mountpoint, sizeof(e->mountpoint), "%s", o->mountpoint);
-	gethostname(e->host, sizeof(e->host) - 1);
+	if (o->host) {
+		if (!engine_host_name_ok(o->host)) {
+			snprintf(err, errlen, "bad host name '%.64s' (1-63 of A-Z a-z 0-9 . _ -)",
+				 o->host);
+			free(e);
+			return -EINVAL;
+		}
+		snprintf(e->host, sizeof(e->host), "%s", o->host);
+	} else {
+		gethostname(e->host, sizeof(e->host) - 1);
+		/* a name the manifests and locks can carry as it is */
+		for (char *c = e->host; *c; c++)
+			if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+			      (*c >= '0' && *c <= '9') || *c == '.' || *c == '-' || *c == '_'))
+				*c = '_';
+		if (!e->host[0])
+			snprintf(e->host, sizeof(e->host), "localhost");
+	}
 	e->tier = o->tier;
 	e->inval_data = o->inval_data;
 	e->inval_arg = o->inval_arg;
@@ -803,6 +868,11 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 	if (rc) {
 		snprintf(err, errlen, "catalog %s: %s", path,
 			 rc == -EUCLEAN ? "integrity check failed" : strerror(-rc));
+		goto out_free;
+	}
+	rc = load_host_id(e);
+	if (rc) {
+		snprintf(err, errlen, "cannot read or create the store's host id: %s", strerror(-rc));
 		goto out_free;
 	}
 	lc.e = e;
@@ -1310,6 +1380,8 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 				free(p);
 				return rc;
 			}
+			if (e->tier->pool_identity)
+				e->tier->pool_identity(p->tp, e->holder);
 		}
 		rc = catalog_put_pool(e->cat, &p->row);
 		if (rc) {
@@ -1355,6 +1427,7 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 		sbuf_addf(reply, "ok pool=%s deleted=1\n", c->name);
 		return 0;
 	case CMD_POOL_IMPORT:
+	case CMD_POOL_HOSTS:
 	case CMD_POOL_GC:
 		if (!p) {
 			snprintf(err, errlen, "no pool %s", c->name);
@@ -1363,8 +1436,11 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 		rc = engine_pool_open(e, p, err, errlen);
 		if (rc)
 			return rc;
-		return c->kind == CMD_POOL_IMPORT ? pool_import(e, p, reply)
-						  : pool_gc(e, p, c->has_grace ? (int64_t)c->grace_s : 3600, reply);
+		if (c->kind == CMD_POOL_IMPORT)
+			return pool_import(e, p, c->host[0] ? c->host : NULL, reply, err, errlen);
+		if (c->kind == CMD_POOL_HOSTS)
+			return pool_hosts(e, p, reply, err, errlen);
+		return pool_gc(e, p, c->has_grace ? (int64_t)c->grace_s : 3600, reply, err, errlen);
 	default:
 		return -EINVAL;
 	}

@@ -32,8 +32,13 @@ struct engine_opts {
 	void (*inval_data)(void *arg, uint64_t vol_id);
 	void *inval_arg;
 	unsigned flush_ms;	    /* era-map flush period, default 5000 */
+	/* this host's name in tables, status.json and every manifest it writes
+	 * (-o host=); NULL: the machine's host name. 1-63 of [A-Za-z0-9._-]. */
+	const char *host;
 };
 
+/* a name -o host= accepts: 1-63 of [A-Za-z0-9._-] */
+bool engine_host_name_ok(const char *name);
 int engine_open(const struct engine_opts *o, struct engine **out, char *err,
 		size_t errlen) ACM_MUST_USE;
 /* Start the engine's background threads (the era-map flusher). Separate from

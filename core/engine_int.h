@@ -114,7 +114,9 @@ struct metrics {
 struct engine {
 	char store[3072]; /* engine_open refuses longer store paths */
 	char mountpoint[PATH_MAX];
-	char host[64];
+	char host[64];	   /* host name (-o host=, else gethostname) */
+	char host_id[33];  /* 32 hex digits, drawn once per store (catalog meta host_id) */
+	char holder[100];  /* "<host_id>:<host>": written into manifests and bucket locks */
 	struct catalog *cat;
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* signalled when a job ends */
@@ -207,8 +209,12 @@ int tape_backup_direct(struct engine *e, struct vol *v, const struct cmd *c, str
 int tape_start_copy(struct engine *e, struct vol *v, struct history *h, bool from_tv,
 		    char *err, size_t errlen); /* under e->lock */
 int tape_apply_retention(struct engine *e, struct vol *v);
-int pool_import(struct engine *e, struct pool *p, struct sbuf *reply);
-int pool_gc(struct engine *e, struct pool *p, int64_t grace_s, struct sbuf *reply);
+/* host: a host id or name (pool import NAME host=H), NULL = this host */
+int pool_import(struct engine *e, struct pool *p, const char *host, struct sbuf *reply, char *err,
+		size_t errlen);
+int pool_hosts(struct engine *e, struct pool *p, struct sbuf *reply, char *err, size_t errlen);
+int pool_gc(struct engine *e, struct pool *p, int64_t grace_s, struct sbuf *reply, char *err,
+	    size_t errlen);
 void tape_cancel_all(struct engine *e);
 /* delete the manifests in the catalog's trash (under e->lock); failures stay
  * in the trash for the next call */

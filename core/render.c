@@ -382,6 +382,9 @@ static void render_status_json(struct engine *e, struct sbuf *sb)
 
 	sbuf_add(sb, "{\"server\":", 10);
 	sbuf_add_json_str(sb, e->host);
+	sbuf_addf(sb, ",\"host\":{\"name\":");
+	sbuf_add_json_str(sb, e->host);
+	sbuf_addf(sb, ",\"id\":\"%s\"}", e->host_id);
 	sbuf_addf(sb, ",\"version\":\"%s\",\"volumes\":[", ACMFS_VERSION);
 	for (struct vol *v = e->vols; v; v = v->next) {
 		int rp = atomic_load(&v->restore_pct);
@@ -592,7 +595,9 @@ static const char readme_text[] =
 	"                          [from=PATH] | volume delete NAME | bv add VOL [N] |\n"
 	"                          policy VOL save=N [interval=DAYS] |\n"
 	"                          tapepolicy VOL [gens=N] [days=D] [pool=NAME] |\n"
-	"                          pool create NAME URL [key=value...] | pool delete|import|gc NAME\n"
+	"                          pool create NAME URL [key=value...] | pool delete NAME |\n"
+	"                          pool import NAME [host=ID|NAME] | pool gc NAME [grace=S] |\n"
+	"                          pool hosts NAME\n"
 	"devdisp trkstat histdisp  the ACM tables for all volumes\n"
 	"status.json metrics       the same for machines (JSON, Prometheus text)\n"
 	"volumes/<vol>/data        the transaction volume: read/write, fixed size\n"

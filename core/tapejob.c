@@ -31,6 +31,7 @@ struct tjob {
 	atomic_int cancel;
 	_Atomic uint64_t *changed; /* NULL: every grain */
 	char parent[256];
+	char key[256];	     /* the manifest's key, recorded before the upload */
 	uint64_t nr_changed;
 };
 
@@ -112,7 +113,8 @@ static void *tjob_main(void *arg)
 	req.size_bytes = v->row.size_bytes;
 	req.grain_bytes = v->row.grain_bytes;
 	req.date = h->row.date;
-	req.host = e->host;
+	req.host = e->holder;
+	req.manifest_key = t->key[0] ? t->key : NULL;
 	req.parent = t->parent[0] ? t->parent : NULL;
 	req.changed = t->changed ? (const uint8_t *)t->changed : NULL;
 	req.src.read_grain = t->ov ? read_from_overlay : read_from_hist;
@@ -140,6 +142,13 @@ static void *tjob_main(void *arg)
 			t->parent[0] ? " (incremental)" : "");
 	} else {
 		h->row.tape_status = HS_FAILED;
+		/* the manifest may be stored (a cancel after it, a PUT whose answer
+		 * was lost): a failed history leaves nothing in the pool */
+		if (h->row.manifest[0]) {
+			if (catalog_trash_add(e->cat, h->row.pool, h->row.manifest))
+				log_err("cannot queue %s for deletion", h->row.manifest);
+			h->row.manifest[0] = 0;
+		}
 		atomic_fetch_add(&e->m.tape_failed, 1);
 		vol_log(v, "error: tape copy of version %llu failed: %s (%s)",
 			(unsigned long long)h->row.version,
@@ -165,6 +174,7 @@ static void *tjob_main(void *arg)
 	}
 	if (!rc)
 		tape_apply_retention(e, v);
+	tape_empty_trash(e);
 	pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->lock);
 	engine_run_hook(e, v, "tapecopy.post", err, sizeof(err));
@@ -220,6 +230,12 @@ static int tjob_launch(struct engine *e, struct vol *v, struct history *h, struc
 	}
 	atomic_store(&h->tape_done, 0);
 	h->row.tape_status = HS_EXECUTING;
+	/* recorded before the upload: a crash after the manifest's PUT leaves
+	 * a key the next mount knows to delete, not an orphan */
+	h->row.manifest[0] = 0;
+	if (e->tier->manifest_key &&
+	    !e->tier->manifest_key(v->row.name, h->row.version, t->key, sizeof(t->key)))
+		snprintf(h->row.manifest, sizeof(h->row.manifest), "%s", t->key);
 	rc = save_hist(e, h);
 	if (rc) {
 		tjob_free(t);
@@ -515,31 +531,123 @@ void tape_cancel_all(struct engine *e)
 	pthread_mutex_unlock(&e->lock);
 }
 
-/* ---------- pool import / gc ---------- */
+/* ---------- pool import / hosts / gc ---------- */
+
+/* A manifest's writer: "<32 hex id>:<name>" since host ids, a bare name
+ * before. id is "" for the latter. */
+static void split_host(const char *host, char id[33], char *name, size_t namelen)
+{
+	const char *colon = host ? strchr(host, ':') : NULL;
+	id[0] = 0;
+	if (colon && colon - host == 32 && strspn(host, "0123456789abcdef") == 32) {
+		memcpy(id, host, 32);
+		id[32] = 0;
+		snprintf(name, namelen, "%s", colon + 1);
+	} else {
+		snprintf(name, namelen, "%s", host ? host : "");
+	}
+}
+
+/* what the listing gave, kept: the tier's strings live only during the callback */
+struct mf_item {
+	char key[256];
+	char volume[ACM_NAME_MAX + 1];
+	char host_id[33];
+	char host_name[256];
+	uint64_t version, size_bytes, blocks;
+	uint32_t grain_bytes;
+	int64_t date;
+	bool unreadable;
+};
+
+struct mf_list {
+	struct mf_item *v;
+	size_t n, cap;
+};
+
+static int mf_collect(void *arg, const struct tier_manifest_info *mi)
+{
+	struct mf_list *l = arg;
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? l->cap * 2 : 64;
+		void *nv = realloc(l->v, nc * sizeof(*l->v));
+		if (!nv)
+			return -ENOMEM;
+		l->v = nv;
+		l->cap = nc;
+	}
+	struct mf_item *it = &l->v[l->n++];
+	memset(it, 0, sizeof(*it));
+	snprintf(it->key, sizeof(it->key), "%s", mi->manifest);
+	if (!mi->volume) {
+		it->unreadable = true;
+		return 0;
+	}
+	snprintf(it->volume, sizeof(it->volume), "%s", mi->volume);
+	split_host(mi->host, it->host_id, it->host_name, sizeof(it->host_name));
+	it->version = mi->version;
+	it->size_bytes = mi->size_bytes;
+	it->grain_bytes = mi->grain_bytes;
+	it->date = mi->date;
+	it->blocks = mi->blocks_total;
+	return 0;
+}
+
+/* catalog meta "origin/<volume>": the host id whose histories a volume was
+ * imported from (pool import host=); "" or absent: written here */
+static void vol_origin(struct engine *e, const char *volume, char id[33])
+{
+	char key[ACM_NAME_MAX + 16], val[64];
+	snprintf(key, sizeof(key), "origin/%s", volume);
+	id[0] = 0;
+	if (!catalog_get_meta(e->cat, key, val, sizeof(val)) && strlen(val) == 32)
+		memcpy(id, val, 33);
+}
 
 struct import_ctx {
 	struct engine *e;
 	struct pool *p;
-	struct sbuf *reply;
-	unsigned volumes, histories, skipped;
+	const char *from; /* host id whose histories are imported */
+	bool own;	  /* from == this host */
+	unsigned volumes, histories, known, others, unreadable, conflicts, skipped;
 };
 
-static int import_one(void *arg, const struct tier_manifest_info *mi)
+static bool hist_has_manifest(struct vol *v, const char *key)
 {
-	struct import_ctx *ic = arg;
+	for (struct history *h = v->hists; h; h = h->next)
+		if (h->row.tape_status != HS_NONE && !strcmp(h->row.manifest, key))
+			return true;
+	return false;
+}
+
+/* under e->lock */
+static int import_one(struct import_ctx *ic, const struct mf_item *mi)
+{
 	struct engine *e = ic->e;
 	struct vol *v = NULL;
 	struct history *h, **pp;
-	char err[256];
-
-	if (!mi->volume) { /* unreadable: the tier logged it */
-		ic->skipped++;
-		return 0;
-	}
+	char err[256], origin[33];
 
 	for (struct vol *x = e->vols; x; x = x->next)
 		if (!strcmp(x->row.name, mi->volume))
 			v = x;
+	if (v && hist_has_manifest(v, mi->key)) {
+		ic->known++;
+		return 0;
+	}
+	if (v && !ic->own) {
+		/* another host's histories go only into a volume imported from
+		 * that host, or into one that has nothing of its own yet */
+		vol_origin(e, v->row.name, origin);
+		bool empty = v->hists == NULL;
+		if (strcmp(origin, ic->from) && !empty) {
+			engine_log(e, "pool import: %s of host %s not imported: volume %s here holds "
+				      "histories of its own (delete or rename it first)",
+				   mi->key, mi->host_name, v->row.name);
+			ic->conflicts++;
+			return 0;
+		}
+	}
 	if (!v) {
 		struct cmd c;
 		struct sbuf sb;
@@ -568,12 +676,24 @@ static int import_one(void *arg, const struct tier_manifest_info *mi)
 		ic->volumes++;
 	}
 	if (!v || v->row.size_bytes != mi->size_bytes || v->row.grain_bytes != mi->grain_bytes) {
+		engine_log(e, "pool import: %s not imported: volume %s here has another size or grain",
+			   mi->key, mi->volume);
 		ic->skipped++;
 		return 0;
 	}
+	if (!ic->own) {
+		char key[ACM_NAME_MAX + 16];
+		snprintf(key, sizeof(key), "origin/%s", v->row.name);
+		if (catalog_set_meta(e->cat, key, ic->from))
+			return -EIO;
+	}
 	h = vol_hist(v, mi->version);
-	if (h && h->row.tape_status != HS_NONE)
-		return 0; /* known */
+	if (h && h->row.tape_status != HS_NONE) {
+		engine_log(e, "pool import: %s not imported: version %llu of %s exists here", mi->key,
+			   (unsigned long long)mi->version, v->row.name);
+		ic->conflicts++;
+		return 0;
+	}
 	if (!h) {
 		h = calloc(1, sizeof(*h));
 		if (!h)
@@ -589,8 +709,8 @@ static int import_one(void *arg, const struct tier_manifest_info *mi)
 	}
 	h->row.tape_status = HS_SUCCEEDED;
 	snprintf(h->row.pool, sizeof(h->row.pool), "%s", ic->p->row.name);
-	snprintf(h->row.manifest, sizeof(h->row.manifest), "%s", mi->manifest);
-	h->row.blocks = mi->blocks_total;
+	snprintf(h->row.manifest, sizeof(h->row.manifest), "%s", mi->key);
+	h->row.blocks = mi->blocks;
 	h->row.cut_era = 0; /* unknown here: the next tape copy is a full one */
 	if (v->row.next_version <= mi->version) {
 		v->row.next_version = mi->version + 1;
@@ -603,37 +723,186 @@ static int import_one(void *arg, const struct tier_manifest_info *mi)
 	return 0;
 }
 
-int pool_import(struct engine *e, struct pool *p, struct sbuf *reply)
+/* Resolves host= (an id, or a name that exactly one id in the pool has) */
+static int resolve_host(struct engine *e, const struct mf_list *l, const char *want, char id[33],
+			char *err, size_t errlen)
 {
-	struct import_ctx ic = { e, p, reply, 0, 0, 0 };
-	int rc;
-
-	rc = e->tier->list(p->tp, import_one, &ic);
-	if (rc)
-		return rc;
-	engine_log(e, "pool %s imported: %u volumes created, %u tape histories added, %u skipped",
-		   p->row.name, ic.volumes, ic.histories, ic.skipped);
-	sbuf_addf(reply, "ok pool=%s volumes=%u histories=%u skipped=%u\n", p->row.name,
-		  ic.volumes, ic.histories, ic.skipped);
+	id[0] = 0;
+	if (strlen(want) == 32 && strspn(want, "0123456789abcdef") == 32) {
+		memcpy(id, want, 33);
+		return 0;
+	}
+	for (size_t i = 0; i < l->n; i++) {
+		const struct mf_item *it = &l->v[i];
+		if (it->unreadable || !it->host_id[0] || strcmp(it->host_name, want))
+			continue;
+		if (id[0] && strcmp(id, it->host_id)) {
+			snprintf(err, errlen, "host name %s is used by more than one host (%s, %s): "
+					      "give host=ID (see pool hosts)",
+				 want, id, it->host_id);
+			return -EINVAL;
+		}
+		memcpy(id, it->host_id, 33);
+	}
+	if (!id[0]) {
+		snprintf(err, errlen, "no histories of host %s in the pool", want);
+		return -ENOENT;
+	}
+	(void)e;
 	return 0;
 }
 
-int pool_gc(struct engine *e, struct pool *p, int64_t grace_s, struct sbuf *reply)
+int pool_import(struct engine *e, struct pool *p, const char *host, struct sbuf *reply, char *err,
+		size_t errlen)
+{
+	struct import_ctx ic = {.e = e, .p = p};
+	struct mf_list l = {0};
+	char from[33];
+	int rc;
+
+	rc = e->tier->list(p->tp, mf_collect, &l);
+	if (rc) {
+		snprintf(err, errlen, "listing pool %s: %s", p->row.name, strerror(-rc));
+		goto out;
+	}
+	if (host) {
+		rc = resolve_host(e, &l, host, from, err, errlen);
+		if (rc)
+			goto out;
+	} else {
+		memcpy(from, e->host_id, 33);
+	}
+	ic.from = from;
+	ic.own = !strcmp(from, e->host_id);
+	for (size_t i = 0; i < l.n && !rc; i++) {
+		const struct mf_item *it = &l.v[i];
+		if (it->unreadable) {
+			ic.unreadable++;
+			continue;
+		}
+		/* a manifest from before host ids names its host only: ours if the
+		 * name is ours (and only on an import of this host's) */
+		bool mine = it->host_id[0] ? !strcmp(it->host_id, from)
+					   : ic.own && !strcmp(it->host_name, e->host);
+		if (!mine) {
+			ic.others++;
+			continue;
+		}
+		rc = import_one(&ic, it);
+	}
+	if (rc) {
+		snprintf(err, errlen, "pool import: %s", strerror(-rc));
+		goto out;
+	}
+	engine_log(e,
+		   "pool %s imported (host %s): %u volumes created, %u tape histories added, "
+		   "%u known, %u of other hosts left alone, %u conflicts, %u unreadable, %u skipped",
+		   p->row.name, from, ic.volumes, ic.histories, ic.known, ic.others, ic.conflicts,
+		   ic.unreadable, ic.skipped);
+	sbuf_addf(reply,
+		  "ok pool=%s host=%s volumes=%u histories=%u known=%u others=%u conflicts=%u "
+		  "unreadable=%u skipped=%u\n",
+		  p->row.name, from, ic.volumes, ic.histories, ic.known, ic.others, ic.conflicts,
+		  ic.unreadable, ic.skipped);
+out:
+	free(l.v);
+	return rc;
+}
+
+struct host_sum {
+	char id[33];
+	char name[256];
+	unsigned histories, volumes;
+	int64_t newest;
+	uint64_t blocks;
+};
+
+int pool_hosts(struct engine *e, struct pool *p, struct sbuf *reply, char *err, size_t errlen)
+{
+	struct mf_list l = {0};
+	struct host_sum *hs = NULL;
+	size_t nh = 0;
+	unsigned unreadable = 0;
+	int rc = e->tier->list(p->tp, mf_collect, &l);
+	if (rc) {
+		snprintf(err, errlen, "listing pool %s: %s", p->row.name, strerror(-rc));
+		goto out;
+	}
+	hs = calloc(l.n + 1, sizeof(*hs));
+	if (!hs) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < l.n; i++) {
+		const struct mf_item *it = &l.v[i];
+		if (it->unreadable) {
+			unreadable++;
+			continue;
+		}
+		size_t k;
+		for (k = 0; k < nh; k++)
+			if (!strcmp(hs[k].id, it->host_id) &&
+			    (it->host_id[0] || !strcmp(hs[k].name, it->host_name)))
+				break;
+		if (k == nh) {
+			memcpy(hs[k].id, it->host_id, 33);
+			snprintf(hs[k].name, sizeof(hs[k].name), "%s", it->host_name);
+			nh++;
+		}
+		hs[k].histories++;
+		hs[k].blocks += it->blocks;
+		if (it->date > hs[k].newest)
+			hs[k].newest = it->date;
+		/* a name seen first for this host? count its volumes */
+		bool seen = false;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = !l.v[j].unreadable && !strcmp(l.v[j].volume, it->volume) &&
+			       !strcmp(l.v[j].host_id, it->host_id) &&
+			       !strcmp(l.v[j].host_name, it->host_name);
+		if (!seen)
+			hs[k].volumes++;
+	}
+	sbuf_addf(reply, "ok pool=%s hosts=%zu unreadable=%u\n", p->row.name, nh, unreadable);
+	for (size_t k = 0; k < nh; k++)
+		sbuf_addf(reply, "host id=%s name=%s volumes=%u histories=%u blocks=%llu newest=%lld "
+				 "this=%d\n",
+			  hs[k].id[0] ? hs[k].id : "-", hs[k].name, hs[k].volumes, hs[k].histories,
+			  (unsigned long long)hs[k].blocks, (long long)hs[k].newest,
+			  !strcmp(hs[k].id, e->host_id));
+out:
+	free(hs);
+	free(l.v);
+	return rc;
+}
+
+int pool_gc(struct engine *e, struct pool *p, int64_t grace_s, struct sbuf *reply, char *err,
+	    size_t errlen)
 {
 	struct tier_gc_stats st;
 	int rc;
 
 	memset(&st, 0, sizeof(st));
 	rc = e->tier->gc(p->tp, grace_s, &st);
-	if (rc)
+	if (rc == -EBUSY && st.busy[0]) {
+		snprintf(err, errlen, "pool %s: %s", p->row.name, st.busy);
 		return rc;
-	engine_log(e, "pool %s gc: %llu packs deleted, %llu repacked, %llu blocks freed", p->row.name,
-		   (unsigned long long)st.packs_deleted, (unsigned long long)st.packs_repacked,
-		   (unsigned long long)st.blocks_freed);
+	}
+	if (rc) {
+		snprintf(err, errlen, "pool %s gc: %s", p->row.name, strerror(-rc));
+		return rc;
+	}
+	engine_log(e, "pool %s gc: %llu packs deleted, %llu repacked, %llu blocks freed, "
+		      "%llu manifests read, %llu unreadable (kept), %llu stale locks removed",
+		   p->row.name, (unsigned long long)st.packs_deleted,
+		   (unsigned long long)st.packs_repacked, (unsigned long long)st.blocks_freed,
+		   (unsigned long long)st.manifests, (unsigned long long)st.manifests_unreadable,
+		   (unsigned long long)st.locks_reclaimed);
 	sbuf_addf(reply, "ok pool=%s packs_deleted=%llu packs_repacked=%llu blocks_freed=%llu "
-			 "bytes_freed=%llu\n",
+			 "bytes_freed=%llu manifests=%llu unreadable=%llu locks_removed=%llu\n",
 		  p->row.name, (unsigned long long)st.packs_deleted,
 		  (unsigned long long)st.packs_repacked, (unsigned long long)st.blocks_freed,
-		  (unsigned long long)st.bytes_freed);
+		  (unsigned long long)st.bytes_freed, (unsigned long long)st.manifests,
+		  (unsigned long long)st.manifests_unreadable,
+		  (unsigned long long)st.locks_reclaimed);
 	return 0;
 }

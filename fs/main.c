@@ -32,6 +32,7 @@ struct opts {
 	int check;
 	int repair;
 	char *store;
+	char *host;
 };
 
 #define OPT(t, p, v) { t, offsetof(struct opts, p), v }
@@ -39,6 +40,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("writeback", writeback, 1),
 	OPT("flush_ms=%d", flush_ms, 0),
 	OPT("readahead_kb=%d", readahead_kb, 0),
+	OPT("host=%s", host, 0),
 	OPT("--check", check, 1),
 	OPT("--repair", repair, 1),
 	OPT("--version", show_version, 1),
@@ -71,6 +73,8 @@ static void usage(const char *prog)
 	       "    -o flush_ms=N       period of the tracking map flush (default 5000)\n"
 	       "    -o readahead_kb=N   kernel read-ahead for the mount (default 1024; 0 keeps\n"
 	       "                        the kernel's 128; setting it needs root)\n"
+	       "    -o host=NAME        this host's name in the tables and in every manifest it\n"
+	       "                        writes to a shared pool (default: the machine's name)\n"
 	       "    -o allow_other      let other users in (default_permissions is then forced;\n"
 	       "                        only the owner or root may write any ctl)\n"
 	       "    -f                  stay in the foreground\n"
@@ -142,6 +146,7 @@ int main(int argc, char *argv[])
 			fputs(sb.buf, stdout);
 		sbuf_release(&sb);
 		free(o.store);
+	free(o.host);
 		fuse_opt_free_args(&args);
 		return rc == 0 ? 0 : 1;
 	}
@@ -172,6 +177,7 @@ int main(int argc, char *argv[])
 	eo.inval_data = fs_inval_data;
 	eo.inval_arg = &fs;
 	eo.flush_ms = o.flush_ms > 0 ? (unsigned)o.flush_ms : 0;
+	eo.host = o.host;
 	if (engine_open(&eo, &fs.e, err, sizeof(err))) {
 		fprintf(stderr, "acmfs: %s\n", err);
 		goto out_args;
@@ -231,6 +237,7 @@ out_engine:
 out_args:
 	free(cl.mountpoint);
 	free(o.store);
+	free(o.host);
 	fuse_opt_free_args(&args);
 	return rc;
 }

@@ -183,6 +183,7 @@ static int lock_scan_run(struct tier_pool *p, struct lock_scan *s)
 }
 
 static void *refresher(void *arg);
+static void pool_unlock_shared_ref0(struct tier_pool *p);
 
 static void start_refresher_locked(struct tier_pool *p)
 {
@@ -196,46 +197,67 @@ static void start_refresher_locked(struct tier_pool *p)
 			 (long long)l->stale_s);
 }
 
-/* with io_mu: PUT our shared object and wait out fresh exclusive locks */
-static int acquire_shared_io(struct tier_pool *p, int64_t wait_s, char *err, size_t errlen)
+/* with io_mu: PUT our shared object; 0 held, 1 a fresh exclusive lock of
+ * another session is there (ours removed again, its key in conflict) */
+static int try_shared_io(struct tier_pool *p, char *conflict, size_t clen, char *err,
+			 size_t errlen)
+{
+	struct pool_lock *l = &p->lk;
+	struct lock_scan s = {.excl_only = true};
+	int64_t srv;
+	int rc = lock_put(p, 's', &srv);
+	if (rc) {
+		snprintf(err, errlen, "cannot write the pool's lock: %s", strerror(-rc));
+		return rc;
+	}
+	s.now = srv;
+	rc = lock_scan_run(p, &s);
+	if (rc) {
+		lock_del(p, 's');
+		snprintf(err, errlen, "cannot list the pool's locks: %s", strerror(-rc));
+		return rc;
+	}
+	if (s.conflict[0]) {
+		lock_del(p, 's');
+		snprintf(conflict, clen, "%s", s.conflict);
+		return 1;
+	}
+	pthread_mutex_lock(&l->mu);
+	l->shared_held = true;
+	l->shared_lost = false;
+	l->shared_epoch++;
+	l->shared_srv = srv;
+	l->shared_mono = mono_s();
+	pthread_mutex_unlock(&l->mu);
+	return 0;
+}
+
+/* Takes io_mu for each try and drops it while waiting, so that readers
+ * (which do not wait) get their answer at once. With io_mu held on return
+ * when *held_io; otherwise released. held: our shared object exists. */
+static int acquire_shared(struct tier_pool *p, int64_t wait_s, char *err, size_t errlen)
 {
 	struct pool_lock *l = &p->lk;
 	int64_t deadline = mono_s() + wait_s;
+	char conflict[256];
 
 	for (unsigned attempt = 0;; attempt++) {
-		struct lock_scan s = {.excl_only = true};
-		int64_t srv;
-		int rc = lock_put(p, 's', &srv);
-		if (rc) {
-			snprintf(err, errlen, "cannot write the pool's lock: %s", strerror(-rc));
+		pthread_mutex_lock(&l->io_mu);
+		pthread_mutex_lock(&l->mu);
+		bool held = l->shared_held && !l->shared_lost;
+		pthread_mutex_unlock(&l->mu);
+		int rc = held ? 0 : try_shared_io(p, conflict, sizeof(conflict), err, errlen);
+		pthread_mutex_unlock(&l->io_mu);
+		if (rc <= 0)
 			return rc;
-		}
-		s.now = srv;
-		rc = lock_scan_run(p, &s);
-		if (rc) {
-			lock_del(p, 's');
-			snprintf(err, errlen, "cannot list the pool's locks: %s", strerror(-rc));
-			return rc;
-		}
-		if (!s.conflict[0]) {
-			pthread_mutex_lock(&l->mu);
-			l->shared_held = true;
-			l->shared_lost = false;
-			l->shared_epoch++;
-			l->shared_srv = srv;
-			l->shared_mono = mono_s();
-			pthread_mutex_unlock(&l->mu);
-			return 0;
-		}
-		lock_del(p, 's');
 		if (mono_s() >= deadline) {
 			char who[128];
-			lock_holder_of(p, s.conflict, who, sizeof(who));
+			lock_holder_of(p, conflict, who, sizeof(who));
 			snprintf(err, errlen, "pool is being collected (gc) by %s: try again later", who);
 			return -EBUSY;
 		}
 		if (attempt == 0)
-			tape_log(TAPE_LOG_INFO, "waiting for %s (gc) to end", s.conflict);
+			tape_log(TAPE_LOG_INFO, "waiting for %s (gc) to end", conflict);
 		unsigned nap = attempt < 4 ? 1u + attempt : 5u;
 		int64_t left = deadline - mono_s();
 		if (left < (int64_t)nap)
@@ -248,7 +270,6 @@ int pool_lock_shared(struct tier_pool *p, int64_t wait_s, uint64_t *epoch, char 
 		     size_t errlen)
 {
 	struct pool_lock *l = &p->lk;
-	int rc = 0;
 
 	pthread_mutex_lock(&l->mu);
 	if (l->shared_held) {
@@ -258,38 +279,29 @@ int pool_lock_shared(struct tier_pool *p, int64_t wait_s, uint64_t *epoch, char 
 		pthread_mutex_unlock(&l->mu);
 		return 0;
 	}
+	/* counted before the I/O, so that a concurrent last unlock keeps it */
+	l->shared_refs++;
 	pthread_mutex_unlock(&l->mu);
-
-	pthread_mutex_lock(&l->io_mu);
+	int rc = acquire_shared(p, wait_s, err, errlen);
 	pthread_mutex_lock(&l->mu);
-	bool held = l->shared_held;
-	pthread_mutex_unlock(&l->mu);
-	if (!held)
-		rc = acquire_shared_io(p, wait_s, err, errlen);
-	pthread_mutex_lock(&l->mu);
-	if (!rc) {
-		l->shared_refs++;
+	if (rc) {
+		l->shared_refs--;
+	} else {
 		if (epoch)
 			*epoch = l->shared_epoch;
 		start_refresher_locked(p);
 	}
+	bool orphan = rc && l->shared_refs == 0 && l->shared_held;
 	pthread_mutex_unlock(&l->mu);
-	pthread_mutex_unlock(&l->io_mu);
+	if (orphan) /* another acquirer got it meanwhile and has gone */
+		pool_unlock_shared_ref0(p);
 	return rc;
 }
 
-void pool_unlock_shared(struct tier_pool *p)
+/* the last reference went: delete our object unless taken again */
+static void pool_unlock_shared_ref0(struct tier_pool *p)
 {
 	struct pool_lock *l = &p->lk;
-	bool last;
-
-	pthread_mutex_lock(&l->mu);
-	if (l->shared_refs)
-		l->shared_refs--;
-	last = l->shared_refs == 0;
-	pthread_mutex_unlock(&l->mu);
-	if (!last)
-		return;
 	pthread_mutex_lock(&l->io_mu);
 	pthread_mutex_lock(&l->mu);
 	bool drop = l->shared_refs == 0 && l->shared_held;
@@ -302,6 +314,20 @@ void pool_unlock_shared(struct tier_pool *p)
 			tape_log(TAPE_LOG_WARN, "cannot remove the pool's lock: %s", strerror(-rc));
 	}
 	pthread_mutex_unlock(&l->io_mu);
+}
+
+void pool_unlock_shared(struct tier_pool *p)
+{
+	struct pool_lock *l = &p->lk;
+	bool last;
+
+	pthread_mutex_lock(&l->mu);
+	if (l->shared_refs)
+		l->shared_refs--;
+	last = l->shared_refs == 0;
+	pthread_mutex_unlock(&l->mu);
+	if (last)
+		pool_unlock_shared_ref0(p);
 }
 
 /* with io_mu: re-PUT a held lock; a gap of stale/2 or more marks it lost */
@@ -344,20 +370,17 @@ int pool_lock_shared_valid(struct tier_pool *p, uint64_t epoch)
 
 	pthread_mutex_lock(&l->io_mu);
 	rc = refresh_io(p, 's');
+	pthread_mutex_unlock(&l->io_mu);
+	if (rc && rc != -ESTALE)
+		return rc;
 	pthread_mutex_lock(&l->mu);
 	bool ok = !l->shared_lost && l->shared_epoch == epoch && rc != -ESTALE;
 	pthread_mutex_unlock(&l->mu);
-	if (rc && rc != -ESTALE) {
-		pthread_mutex_unlock(&l->io_mu);
-		return rc;
-	}
-	if (ok) {
-		pthread_mutex_unlock(&l->io_mu);
+	if (ok)
 		return 1;
-	}
-	/* a collector may be running now: acquire again, properly */
-	rc = acquire_shared_io(p, l->wait_s, err, sizeof(err));
-	pthread_mutex_unlock(&l->io_mu);
+	/* a collector may be running now: acquire again, properly (a lost lock
+	 * counts as not held) */
+	rc = acquire_shared(p, l->wait_s, err, sizeof(err));
 	if (rc) {
 		tape_log(TAPE_LOG_ERR, "re-acquiring the pool's lock: %s", err);
 		return rc;

@@ -698,7 +698,15 @@ int tape_pool_upload(struct tier_pool *p, const struct tier_upload_req *req,
 	struct open_pack *op = u.open;
 	u.open = NULL;
 	pthread_mutex_unlock(&p->lock);
-	if (op && !atomic_load(&u.err)) {
+	bool empty = false;
+	if (op) { /* every block deduplicated: no pack to store */
+		pthread_mutex_lock(&p->lock);
+		empty = p->packs[op->no].nr_ents == 0;
+		if (empty)
+			p->packs[op->no].state = PACK_GONE;
+		pthread_mutex_unlock(&p->lock);
+	}
+	if (op && !empty && !atomic_load(&u.err)) {
 		open_pack_store(&u, op);
 	} else if (op) {
 		open_pack_free(&u, op);
