@@ -15,8 +15,15 @@
  * credentials=/path (a 0600 file of access_key_id=… secret_access_key=…
  * [session_token=…]; otherwise AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
  * AWS_SESSION_TOKEN), ca=/pem, timeout_s= (stall timeout, 30),
- * retries= (8), retry_s= (total retry budget, 120). TLS peer and host
- * verification are always on.
+ * retries= (8), retry_s= (total retry budget, 120), multipart_mb= (64: an
+ * object larger than this goes up as a multipart upload in parts of this
+ * size, 5..5120; see s3_put_multipart). TLS peer and host verification are
+ * always on.
+ *
+ * Responses are untrusted: listing pages are parsed by s3_xml.c (strict,
+ * fuzzed), Content-Length and Last-Modified are taken only if they parse
+ * whole (a HEAD without them fails), and a 206's Content-Range must be the
+ * range asked for before a byte of it is stored.
  *
  * Concurrency: easy handles come from a pool (one per concurrent request) and
  * share DNS, TLS sessions and the connection cache through a CURLSH whose
@@ -33,6 +40,7 @@
 #include "backend.h"
 #include "format.h"
 #include "log.h"
+#include "s3_xml.h"
 #include "sigv4.h"
 
 #include <curl/curl.h>
@@ -53,6 +61,9 @@
 #include <openssl/rand.h>
 
 #define S3_MAX_HANDLES 32
+#define S3_PART_MIN (5ull << 20)	  /* S3: every part but the last */
+#define S3_PART_MAX (5ull << 30)
+#define S3_MAX_PARTS 10000
 
 struct s3_backend {
 	struct tape_backend base;
@@ -71,6 +82,7 @@ struct s3_backend {
 	long timeout_s;
 	int retries;
 	long retry_ms;
+	uint64_t part_bytes;	/* multipart above this size, in parts of it */
 
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
@@ -135,8 +147,10 @@ struct s3_req {
 	const char *method;
 	const char *key;	/* object key relative to the pool, or NULL (bucket) */
 	const char *query;	/* canonical query or "" */
-	const uint8_t *body;	/* PUT payload */
+	const uint8_t *body;	/* PUT payload (UNSIGNED-PAYLOAD + CRC) or POST body (signed) */
 	size_t body_len;
+	const char *checksum_algo; /* x-amz-checksum-algorithm (CreateMultipartUpload) */
+	const char *content_type;  /* POST */
 	int ranged;
 	uint64_t off;		/* range */
 	size_t len;
@@ -149,6 +163,7 @@ struct s3_req {
 	size_t base;		/* got when this attempt started (a retry resumes) */
 	uint8_t *dyn;		/* growing body (list, errors) */
 	size_t dyn_len, dyn_cap, dyn_max;
+	int dyn_over;		/* the body was longer than dyn_max (cut) */
 	size_t got;
 	uint64_t skip;		/* bytes to drop when a Range was ignored */
 	long status;
@@ -156,8 +171,23 @@ struct s3_req {
 	uint64_t content_length;
 	int have_cl;
 	int64_t last_modified;
+	int have_lm;
+	char etag[128];		/* ETag of the response ("" if none or too long) */
+	char crange[96];	/* Content-Range of the response */
+	int range_checked;	/* a 206's Content-Range was checked */
+	int bad_range;		/* ... and did not match the request */
 	size_t put_pos;
 };
+
+/* A 206 must carry exactly the range asked for (from where this attempt
+ * resumes), or its bytes would land at the wrong offsets. */
+static int range_ok(const struct s3_req *r)
+{
+	uint64_t first, last, total;
+	if (s3_parse_content_range(r->crange, &first, &last, &total))
+		return 0;
+	return first == r->off + r->base && last <= r->off + r->len - 1;
+}
 
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *arg)
 {
@@ -167,6 +197,13 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *arg)
 	if (!r->status)
 		curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &r->status);
 	if (r->iov && r->status >= 200 && r->status < 300) {
+		if (r->ranged && r->status == 206 && !r->range_checked) {
+			r->range_checked = 1;
+			if (!range_ok(r)) {
+				r->bad_range = 1;
+				return 0; /* aborts the transfer before a byte is stored */
+			}
+		}
 		if (r->ranged && r->status == 200 && r->skip) { /* Range ignored */
 			size_t s = r->skip < take ? (size_t)r->skip : take;
 			r->skip -= s;
@@ -183,8 +220,10 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *arg)
 		return n;
 	}
 	/* error bodies and listings */
-	if (r->dyn_len + take > r->dyn_max)
+	if (r->dyn_len + take > r->dyn_max) {
 		take = r->dyn_max > r->dyn_len ? r->dyn_max - r->dyn_len : 0;
+		r->dyn_over = 1;
+	}
 	if (r->dyn_len + take + 1 > r->dyn_cap) {
 		size_t cap = r->dyn_cap ? r->dyn_cap : 4096;
 		while (cap < r->dyn_len + take + 1)
@@ -207,7 +246,8 @@ static size_t on_read(char *buf, size_t size, size_t nmemb, void *arg)
 	size_t n = size * nmemb;
 	if (n > r->body_len - r->put_pos)
 		n = r->body_len - r->put_pos;
-	memcpy(buf, r->body + r->put_pos, n);
+	if (n)
+		memcpy(buf, r->body + r->put_pos, n);
 	r->put_pos += n;
 	return n;
 }
@@ -230,19 +270,36 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
 	memcpy(line, buf, l);
 	line[l] = '\0';
 	line[strcspn(line, "\r\n")] = '\0';
+	if (n > sizeof(line) - 1 && strncmp(line, "HTTP/", 5) != 0)
+		return n; /* longer than any header we use: a cut value would parse wrong */
+	/* values are untrusted: taken only if they parse whole (a line longer
+	 * than the buffer is cut, and then does not) */
+	char *v = strchr(line, ':');
+	if (v) {
+		v++;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		size_t vl = strlen(v);
+		while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+			v[--vl] = '\0';
+	}
 	if (strncmp(line, "HTTP/", 5) == 0) { /* a new response (after 100 or redirects) */
 		r->have_cl = 0;
+		r->have_lm = 0;
 		r->status = 0;
+		r->etag[0] = '\0';
+		r->crange[0] = '\0';
 	} else if (strncasecmp(line, "content-length:", 15) == 0) {
-		r->content_length = strtoull(line + 15, NULL, 10);
-		r->have_cl = 1;
+		r->have_cl = s3_parse_u64(v, strlen(v), &r->content_length) == 0 &&
+			     r->content_length <= (1ull << 62);
 	} else if (strncasecmp(line, "last-modified:", 14) == 0) {
-		struct tm tm = {0};
-		const char *v = line + 14;
-		while (*v == ' ')
-			v++;
-		if (strptime(v, "%a, %d %b %Y %H:%M:%S", &tm))
-			r->last_modified = timegm(&tm);
+		r->have_lm = s3_parse_http_date(v, &r->last_modified) == 0;
+	} else if (strncasecmp(line, "etag:", 5) == 0) {
+		if (strlen(v) < sizeof(r->etag))
+			snprintf(r->etag, sizeof(r->etag), "%s", v);
+	} else if (strncasecmp(line, "content-range:", 14) == 0) {
+		if (strlen(v) < sizeof(r->crange))
+			snprintf(r->crange, sizeof(r->crange), "%s", v);
 	}
 	return n;
 }
@@ -291,7 +348,8 @@ enum { TRY_OK, TRY_RETRY, TRY_FAIL };
 static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *why, size_t whylen)
 {
 	char path[3200], url[4096], amz_date[17], payload_hash[65], auth[1024];
-	char h_host[300], h_sha[100], h_date[64], h_range[80], h_crc[64], *h_tok = NULL;
+	char h_host[300], h_sha[100], h_date[64], h_range[80], h_crc[64], h_algo[64], h_ct[80];
+	char *h_tok = NULL;
 	struct curl_slist *hdrs = NULL;
 	int rc, ret = TRY_FAIL;
 	CURL *h = handle_get(b);
@@ -305,7 +363,13 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 		r->got = 0;
 	r->base = r->got; /* a ranged GET resumes after what earlier attempts stored */
 	r->dyn_len = 0;
+	r->dyn_over = 0;
 	r->have_cl = 0;
+	r->have_lm = 0;
+	r->etag[0] = '\0';
+	r->crange[0] = '\0';
+	r->range_checked = 0;
+	r->bad_range = 0;
 	r->put_pos = 0;
 	r->skip = r->ranged ? r->off + r->got : 0;
 
@@ -318,7 +382,15 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 		 r->query);
 	amz_now(amz_date);
 	char crc_b64[16] = "";
-	if (r->body) {
+	int is_post = strcmp(r->method, "POST") == 0;
+	if (r->body && is_post) { /* small XML: its SHA-256 is signed */
+		uint8_t sha[32];
+		if (tape_sha256(r->body, r->body_len, sha)) {
+			*err = -EIO;
+			goto out_handle;
+		}
+		tape_hex(sha, 32, payload_hash);
+	} else if (r->body) {
 		snprintf(payload_hash, sizeof(payload_hash), "UNSIGNED-PAYLOAD");
 		s3_crc32_b64(r->body, r->body_len, crc_b64);
 	} else {
@@ -326,14 +398,16 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 		snprintf(payload_hash, sizeof(payload_hash), "%s",
 			 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 	}
-	struct sigv4_header sh[5] = {
+	struct sigv4_header sh[6] = {
 		{"host", b->host},
 		{"x-amz-content-sha256", payload_hash},
 		{"x-amz-date", amz_date},
 	};
 	size_t nr_sh = 3;
-	if (r->body)
+	if (*crc_b64)
 		sh[nr_sh++] = (struct sigv4_header){"x-amz-checksum-crc32", crc_b64};
+	if (r->checksum_algo)
+		sh[nr_sh++] = (struct sigv4_header){"x-amz-checksum-algorithm", r->checksum_algo};
 	if (b->session_token)
 		sh[nr_sh++] = (struct sigv4_header){"x-amz-security-token", b->session_token};
 	struct sigv4_request sr = {
@@ -361,9 +435,18 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 	hdrs = curl_slist_append(hdrs, h_date);
 	hdrs = curl_slist_append(hdrs, h_auth);
 	hdrs = curl_slist_append(hdrs, "Expect:");
-	if (r->body) {
+	if (*crc_b64) {
 		snprintf(h_crc, sizeof(h_crc), "x-amz-checksum-crc32: %s", crc_b64);
 		hdrs = curl_slist_append(hdrs, h_crc);
+	}
+	if (r->checksum_algo) {
+		snprintf(h_algo, sizeof(h_algo), "x-amz-checksum-algorithm: %s", r->checksum_algo);
+		hdrs = curl_slist_append(hdrs, h_algo);
+	}
+	if (is_post) {
+		snprintf(h_ct, sizeof(h_ct), "Content-Type: %s",
+			 r->content_type ? r->content_type : "application/octet-stream");
+		hdrs = curl_slist_append(hdrs, h_ct);
 	}
 	if (b->session_token) {
 		size_t tl = strlen(b->session_token) + 32;
@@ -409,6 +492,13 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
 		curl_easy_setopt(h, CURLOPT_SEEKDATA, r);
 		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
+	} else if (is_post) {
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, r);
+		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(h, CURLOPT_SEEKDATA, r);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
 	} else if (strcmp(r->method, "HEAD") == 0) {
 		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 	} else if (strcmp(r->method, "DELETE") == 0) {
@@ -417,6 +507,12 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 
 	CURLcode cc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+	if (r->bad_range) {
+		snprintf(why, whylen, "GET %s: answered with range '%.60s', not the one asked for",
+			 r->key, r->crange);
+		*err = -EIO;
+		goto out_hdrs;
+	}
 	if (cc != CURLE_OK) {
 		snprintf(why, whylen, "%s %s: %s", r->method, r->key ? r->key : "(bucket)",
 			 curl_easy_strerror(cc));
@@ -455,7 +551,7 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 		if (r->iov && strcmp(r->method, "GET") == 0) {
 			/* truncated body: retry (from where it stopped) */
 			size_t want = r->len;
-			if (r->have_cl && st == 206 && r->base + r->content_length < want)
+			if (r->have_cl && st == 206 && r->content_length < want - r->base)
 				want = r->base + (size_t)r->content_length; /* object ends earlier */
 			if (r->have_cl && st == 200) {
 				uint64_t avail = r->content_length > r->off ? r->content_length - r->off
@@ -554,8 +650,13 @@ static int s3_do(struct s3_backend *b, struct s3_req *r)
 
 /* ---- methods ---- */
 
+static int s3_put_multipart(struct s3_backend *b, const char *key, const uint8_t *buf,
+			    size_t len);
+
 static int s3_put(struct tape_backend *be, const char *key, const void *buf, size_t len)
 {
+	if (len > s3(be)->part_bytes)
+		return s3_put_multipart(s3(be), key, buf, len);
 	struct s3_req r = {.method = "PUT", .key = key, .query = "", .body = buf, .body_len = len};
 	int rc = s3_do(s3(be), &r);
 	free(r.dyn);
@@ -600,6 +701,12 @@ static int s3_head(struct tape_backend *be, const char *key, struct tape_obj_inf
 	free(r.dyn);
 	if (rc)
 		return rc;
+	/* the size and time of an object come from these headers only */
+	if (!r.have_cl || !r.have_lm) {
+		tape_log(TAPE_LOG_ERR, "s3: HEAD %s: no valid %s header", key,
+			 r.have_cl ? "Last-Modified" : "Content-Length");
+		return -EIO;
+	}
 	snprintf(oi->key, sizeof(oi->key), "%s", key);
 	oi->size_bytes = r.content_length;
 	oi->mtime = r.last_modified;
@@ -618,48 +725,12 @@ static int s3_del(struct tape_backend *be, const char *key)
 	return rc;
 }
 
-/* text of <tag>…</tag> after *pos, XML entities decoded; 0 if absent */
-static int xml_take(const char *s, const char *end, const char *tag, char *out, size_t outlen)
-{
-	char open[64], close[64];
-	snprintf(open, sizeof(open), "<%s>", tag);
-	snprintf(close, sizeof(close), "</%s>", tag);
-	const char *a = strstr(s, open);
-	if (!a || a >= end)
-		return 0;
-	a += strlen(open);
-	const char *z = strstr(a, close);
-	if (!z || z > end)
-		return 0;
-	size_t o = 0;
-	for (const char *p = a; p < z && o + 1 < outlen; p++) {
-		if (*p == '&') {
-			static const struct {
-				const char *ent;
-				char c;
-			} ents[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'},
-				    {"&apos;", '\''}};
-			int hit = 0;
-			for (size_t i = 0; i < sizeof(ents) / sizeof(ents[0]); i++)
-				if (strncmp(p, ents[i].ent, strlen(ents[i].ent)) == 0) {
-					out[o++] = ents[i].c;
-					p += strlen(ents[i].ent) - 1;
-					hit = 1;
-					break;
-				}
-			if (hit)
-				continue;
-		}
-		out[o++] = *p;
-	}
-	out[o] = '\0';
-	return 1;
-}
-
 static int s3_list(struct tape_backend *be, const char *prefix, tape_list_cb cb, void *arg)
 {
 	struct s3_backend *b = s3(be);
-	char token[1024] = "", full[600], enc_prefix[1800], enc_token[3100], query[5000];
+	char full[600], enc_prefix[1800], enc_token[3 * S3_TOKEN_MAX + 1], query[5000];
+	char token[S3_TOKEN_MAX] = "", why[400];
+	struct s3_list_page pg;
 	int rc = 0;
 	int n = snprintf(full, sizeof(full), "%s%s", b->prefix, prefix);
 	if (n < 0 || (size_t)n >= sizeof(full))
@@ -667,7 +738,6 @@ static int s3_list(struct tape_backend *be, const char *prefix, tape_list_cb cb,
 	rc = sigv4_uri_encode(full, 0, enc_prefix, sizeof(enc_prefix));
 	if (rc)
 		return rc;
-	size_t plen = strlen(b->prefix);
 	for (;;) {
 		if (*token) {
 			rc = sigv4_uri_encode(token, 0, enc_token, sizeof(enc_token));
@@ -685,36 +755,171 @@ static int s3_list(struct tape_backend *be, const char *prefix, tape_list_cb cb,
 			free(r.dyn);
 			return rc;
 		}
-		const char *x = r.dyn ? (const char *)r.dyn : "";
-		const char *xend = x + strlen(x);
-		for (const char *c = strstr(x, "<Contents>"); c && !rc;
-		     c = strstr(c + 1, "<Contents>")) {
-			const char *ce = strstr(c, "</Contents>");
-			if (!ce)
-				break;
-			char k[1024], sz[32] = "0", lm[64] = "";
-			struct tape_obj_info oi = {0};
-			if (!xml_take(c, ce, "Key", k, sizeof(k)))
-				continue;
-			xml_take(c, ce, "Size", sz, sizeof(sz));
-			xml_take(c, ce, "LastModified", lm, sizeof(lm));
-			if (strncmp(k, b->prefix, plen) != 0 || strlen(k + plen) >= sizeof(oi.key))
-				continue;
-			snprintf(oi.key, sizeof(oi.key), "%s", k + plen);
-			oi.size_bytes = strtoull(sz, NULL, 10);
-			struct tm tm = {0};
-			if (strptime(lm, "%Y-%m-%dT%H:%M:%S", &tm))
-				oi.mtime = timegm(&tm);
-			rc = cb(arg, &oi);
+		/* a page cut short, or one that does not parse, would look like
+		 * the end of the listing: gc takes "not listed" for "gone" */
+		if (r.dyn_over) {
+			snprintf(why, sizeof(why), "page over %zu bytes", r.dyn_max);
+			rc = -EBADMSG;
+		} else {
+			rc = s3_list_parse(r.dyn ? (const char *)r.dyn : "", r.dyn_len, b->prefix, cb,
+					   arg, &pg, why, sizeof(why));
+			if (!rc && pg.truncated && !strcmp(pg.token, token)) {
+				snprintf(why, sizeof(why), "the same continuation token twice");
+				rc = -EBADMSG;
+			}
 		}
-		char trunc[16] = "false";
-		xml_take(x, xend, "IsTruncated", trunc, sizeof(trunc));
-		int more = strcmp(trunc, "true") == 0 &&
-			   xml_take(x, xend, "NextContinuationToken", token, sizeof(token));
 		free(r.dyn);
-		if (rc || !more)
+		if (rc == -EBADMSG)
+			tape_log(TAPE_LOG_ERR, "s3: listing %s refused: %s", full, why);
+		if (rc || !pg.truncated)
 			return rc;
+		memcpy(token, pg.token, sizeof(token));
 	}
+}
+
+/* ---- multipart upload (objects over multipart_mb=) ----
+ *
+ * CreateMultipartUpload (with x-amz-checksum-algorithm: CRC32), one
+ * UploadPart per part — signed and CRC-checked exactly as a single PUT, each
+ * with s3_do's retries — then CompleteMultipartUpload listing every part's
+ * ETag and CRC. The object appears only at Complete, so the put stays
+ * atomic; any failure aborts the upload (AbortMultipartUpload), so no parts
+ * are left behind to be billed. Parts go one after another: the pool's
+ * threads already keep several packs in flight. */
+
+static void mp_abort(struct s3_backend *b, const char *key, const char *enc_id)
+{
+	char q[3 * S3_TOKEN_MAX + 16];
+	snprintf(q, sizeof(q), "uploadId=%s", enc_id);
+	struct s3_req r = {.method = "DELETE", .key = key, .query = q};
+	int rc = s3_do(b, &r);
+	free(r.dyn);
+	if (rc && rc != -ENOENT)
+		tape_log(TAPE_LOG_WARN,
+			 "s3: %s: aborting the multipart upload failed (%s): its parts stay "
+			 "until the bucket's lifecycle rule removes them",
+			 key, strerror(-rc));
+}
+
+/* <Error> in a 2xx body (Complete may answer 200 and fail later) */
+static int body_error(const struct s3_req *r, char *code, size_t codelen)
+{
+	const char *x = r->dyn ? (const char *)r->dyn : "";
+	const char *e = x + r->dyn_len;
+	code[0] = '\0';
+	if (!memmem(x, r->dyn_len, "<Error>", 7))
+		return 0;
+	if (s3_xml_text(x, e, "Code", code, codelen) != 1)
+		snprintf(code, codelen, "?");
+	return 1;
+}
+
+static int s3_put_multipart(struct s3_backend *b, const char *key, const uint8_t *buf, size_t len)
+{
+	char id[S3_TOKEN_MAX], enc_id[3 * S3_TOKEN_MAX + 1], q[3 * S3_TOKEN_MAX + 64], code[64];
+	uint64_t part = b->part_bytes;
+	if ((len + part - 1) / part > S3_MAX_PARTS) /* more parts than S3 takes: larger ones */
+		part = ((len + S3_MAX_PARTS - 1) / S3_MAX_PARTS + (1u << 20) - 1) & ~((1ull << 20) - 1);
+	uint32_t nparts = (uint32_t)((len + part - 1) / part);
+	char (*etags)[128] = calloc(nparts, sizeof(*etags));
+	char (*crcs)[16] = calloc(nparts, sizeof(*crcs));
+	char *xml = NULL;
+	int rc;
+	if (!etags || !crcs) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+
+	struct s3_req cr = {.method = "POST", .key = key, .query = "uploads=",
+			    .checksum_algo = "CRC32"};
+	rc = s3_do(b, &cr);
+	if (!rc) {
+		const char *x = cr.dyn ? (const char *)cr.dyn : "";
+		int t = s3_xml_text(x, x + cr.dyn_len, "UploadId", id, sizeof(id));
+		if (t != 1 || !*id || cr.dyn_over) {
+			tape_log(TAPE_LOG_ERR, "s3: POST %s?uploads: no usable UploadId", key);
+			rc = -EIO;
+		}
+	}
+	free(cr.dyn);
+	if (rc)
+		goto out_free;
+	rc = sigv4_uri_encode(id, 0, enc_id, sizeof(enc_id));
+	if (rc)
+		goto out_abort;
+
+	for (uint32_t i = 0; i < nparts; i++) {
+		size_t off = (size_t)i * part, plen = len - off < part ? len - off : (size_t)part;
+		snprintf(q, sizeof(q), "partNumber=%u&uploadId=%s", i + 1, enc_id);
+		struct s3_req r = {.method = "PUT", .key = key, .query = q, .body = buf + off,
+				   .body_len = plen};
+		rc = s3_do(b, &r);
+		free(r.dyn);
+		if (!rc && (!*r.etag || strpbrk(r.etag, "<>&"))) {
+			tape_log(TAPE_LOG_ERR, "s3: PUT %s part %u: no usable ETag", key, i + 1);
+			rc = -EIO;
+		}
+		if (rc)
+			goto out_abort;
+		memcpy(etags[i], r.etag, sizeof(etags[i]));
+		s3_crc32_b64(buf + off, plen, crcs[i]);
+	}
+
+	size_t cap = 64 + (size_t)nparts * (sizeof(etags[0]) + sizeof(crcs[0]) + 96), xl = 0;
+	xml = malloc(cap);
+	if (!xml) {
+		rc = -ENOMEM;
+		goto out_abort;
+	}
+	xl += (size_t)snprintf(xml + xl, cap - xl, "<CompleteMultipartUpload>");
+	for (uint32_t i = 0; i < nparts; i++)
+		xl += (size_t)snprintf(xml + xl, cap - xl,
+				       "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag>"
+				       "<ChecksumCRC32>%s</ChecksumCRC32></Part>",
+				       i + 1, etags[i], crcs[i]);
+	xl += (size_t)snprintf(xml + xl, cap - xl, "</CompleteMultipartUpload>");
+	snprintf(q, sizeof(q), "uploadId=%s", enc_id);
+	for (int attempt = 0;; attempt++) {
+		struct s3_req r = {.method = "POST", .key = key, .query = q,
+				   .body = (const uint8_t *)xml, .body_len = xl,
+				   .content_type = "application/xml"};
+		rc = s3_do(b, &r);
+		int in_body = !rc && body_error(&r, code, sizeof(code));
+		int done = !rc && !in_body && r.dyn &&
+			   memmem(r.dyn, r.dyn_len, "<CompleteMultipartUploadResult", 30);
+		free(r.dyn);
+		if (done)
+			break;
+		if (rc == -ENOENT && attempt) {
+			/* NoSuchUpload after a retry: an earlier attempt may have
+			 * completed it, its answer lost. The object says. */
+			struct tape_obj_info oi;
+			if (!b->base.ops->head(&b->base, key, &oi) && oi.size_bytes == len) {
+				rc = 0;
+				goto out_free;
+			}
+		}
+		if (!rc) {
+			tape_log(TAPE_LOG_WARN, "s3: POST %s?uploadId: %s", key,
+				 in_body ? code : "no CompleteMultipartUploadResult");
+			rc = -EIO;
+			if (in_body && attempt < 3 &&
+			    (!strcmp(code, "InternalError") || !strcmp(code, "SlowDown"))) {
+				struct timespec ts = {0, 500000000L};
+				nanosleep(&ts, NULL);
+				continue;
+			}
+		}
+		goto out_abort;
+	}
+	goto out_free;
+out_abort:
+	mp_abort(b, key, enc_id);
+out_free:
+	free(xml);
+	free(etags);
+	free(crcs);
+	return rc;
 }
 
 static void s3_close(struct tape_backend *be)
@@ -829,7 +1034,7 @@ int tape_backend_s3_open(const char *bucket_and_prefix, const char *opts, struct
 			 char *err, size_t errlen)
 {
 	char endpoint[512], v[600];
-	long ps, retries, timeout, retry_s;
+	long ps, retries, timeout, retry_s, mp_mb;
 	int rc;
 	pthread_once(&curl_once, curl_init_once);
 	struct s3_backend *b = calloc(1, sizeof(*b));
@@ -869,11 +1074,15 @@ int tape_backend_s3_open(const char *bucket_and_prefix, const char *opts, struct
 	if (tape_opt_get(opts, "region", b->region, sizeof(b->region)) <= 0)
 		snprintf(b->region, sizeof(b->region), "us-east-1");
 	if (opt_long(opts, "path_style", 0, &ps) || opt_long(opts, "retries", 8, &retries) ||
-	    opt_long(opts, "timeout_s", 30, &timeout) || opt_long(opts, "retry_s", 120, &retry_s)) {
-		snprintf(err, errlen, "bad s3 option (path_style, retries, timeout_s, retry_s)");
+	    opt_long(opts, "timeout_s", 30, &timeout) || opt_long(opts, "retry_s", 120, &retry_s) ||
+	    opt_long(opts, "multipart_mb", 64, &mp_mb) || (uint64_t)mp_mb < S3_PART_MIN >> 20 ||
+	    (uint64_t)mp_mb > S3_PART_MAX >> 20) {
+		snprintf(err, errlen, "bad s3 option (path_style, retries, timeout_s, retry_s, "
+				      "multipart_mb 5..5120)");
 		rc = -EINVAL;
 		goto out_free;
 	}
+	b->part_bytes = (uint64_t)mp_mb << 20;
 	b->path_style = ps != 0;
 	b->retries = (int)retries;
 	b->timeout_s = timeout ? timeout : 30;
