@@ -9,6 +9,11 @@ Environment:
                   up whatever a crashed test leaves behind).
   ACMFS_KEEP_TMP  1: keep passed tests' tmp_path too (by default it is
                   removed after the test, a failed test's is kept).
+  ACMFS_RGW_ENV   the env file of a running scripts/ceph-rgw cluster (set by
+                  scripts/run-tests, shared by its pytest runs); unset, the
+                  `rgw` fixture starts its own cluster for the session.
+  CI              true: a missing or broken RGW fails the tests that need
+                  it (elsewhere they are skipped when Ceph is not installed).
 
 Fixtures:
   build_dir, acmfs_bin   paths
@@ -17,6 +22,11 @@ Fixtures:
   s3rver                 a local S3 server (session scope); the value is the
                          endpoint URL (a str) carrying .port, .directory,
                          .access_key, .secret_key, .bucket and .make_bucket()
+  rgw                    Ceph RADOS Gateway on loopback (session scope), a
+                         real S3 engine (scripts/ceph-rgw); the value is the
+                         endpoint URL (a str) carrying .port, .access_key,
+                         .secret_key, .region, .bucket (created), .env() and
+                         .make_bucket(name)
 
 Markers:
   asan   the test also runs in the ASan/UBSan pass of scripts/run-tests (every
@@ -477,6 +487,112 @@ def s3rver_tls(tmp_path_factory):
     for ep in _run_s3rver(d, tls=(key, cert)):
         ep.ca = cert
         yield ep
+
+
+# --------------------------------------------------------------------- RGW
+
+CEPH_RGW = REPO / "scripts" / "ceph-rgw"
+RGW_START_TIMEOUT = 150 * TIME_SCALE
+
+
+class RGW(str):
+    """A Ceph RADOS Gateway (scripts/ceph-rgw): the endpoint URL, plus what a
+    test needs to talk to it, like S3rver."""
+    port: int
+    access_key: str
+    secret_key: str
+    region: str
+    env_file: Path
+    bucket = "acmfs"
+
+    @classmethod
+    def from_env_file(cls, path):
+        vals = {}
+        for line in Path(path).read_text().splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                k, v = line.split("=", 1)
+                vals[k.strip()] = v.strip()
+        missing = {"RGW_ENDPOINT", "RGW_ACCESS_KEY", "RGW_SECRET_KEY",
+                   "RGW_REGION"} - set(vals)
+        if missing:
+            raise RuntimeError(f"{path} lacks {', '.join(sorted(missing))}")
+        ep = cls(vals["RGW_ENDPOINT"])
+        ep.port = int(ep.rsplit(":", 1)[1].rstrip("/"))
+        ep.access_key = vals["RGW_ACCESS_KEY"]
+        ep.secret_key = vals["RGW_SECRET_KEY"]
+        ep.region = vals["RGW_REGION"]
+        ep.env_file = Path(path)
+        return ep
+
+    def env(self):
+        """os.environ with this user's credentials (awscli, acmfs)."""
+        e = dict(os.environ)
+        e.update(AWS_ACCESS_KEY_ID=self.access_key,
+                 AWS_SECRET_ACCESS_KEY=self.secret_key,
+                 AWS_DEFAULT_REGION=self.region)
+        return e
+
+    def aws(self, *args, check=True, timeout=120):
+        """`aws --endpoint-url RGW ARGS...` -> CompletedProcess (text)."""
+        return subprocess.run(["aws", "--endpoint-url", str(self), *args],
+                              env=self.env(), capture_output=True, text=True,
+                              timeout=timeout * TIME_SCALE, check=check)
+
+    def make_bucket(self, name):
+        """Create bucket `name` unless it exists already (the cluster may be
+        shared by several pytest runs)."""
+        if self.aws("s3api", "head-bucket", "--bucket", name,
+                    check=False).returncode == 0:
+            return
+        r = self.aws("s3api", "create-bucket", "--bucket", name, check=False)
+        if r.returncode != 0 and "BucketAlreadyOwnedByYou" not in r.stderr:
+            raise RuntimeError(f"creating bucket {name} on RGW failed: "
+                               f"{r.stderr.strip()}")
+
+
+def _rgw_unavailable(why):
+    """No cluster: fail in CI, where RGW is part of the suite; elsewhere
+    skip, but only when Ceph is not installed at all."""
+    if os.environ.get("CI") == "true" or shutil.which("radosgw"):
+        pytest.fail(f"RGW unavailable: {why}", pytrace=False)
+    pytest.skip(f"RGW unavailable: {why}")
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory):
+    """The session's RGW: the cluster named by ACMFS_RGW_ENV (run-tests
+    starts one per run), else one started here and stopped at the end."""
+    envf = os.environ.get("ACMFS_RGW_ENV")
+    own = None
+    if envf:
+        if not os.path.isfile(envf):
+            pytest.fail(f"ACMFS_RGW_ENV={envf}: no such file (the cluster of "
+                        "scripts/run-tests did not start?)", pytrace=False)
+    else:
+        if not shutil.which("radosgw") or not shutil.which("ceph-osd"):
+            _rgw_unavailable("Ceph is not installed (scripts/setup.sh installs "
+                             "ceph-mon ceph-osd ceph-mgr radosgw ceph-common)")
+        own = tmp_path_factory.mktemp("rgw")
+        try:
+            r = subprocess.run([str(CEPH_RGW), "start", str(own)],
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=RGW_START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            subprocess.run([str(CEPH_RGW), "stop", str(own)], timeout=60)
+            _rgw_unavailable(f"scripts/ceph-rgw start {own} took over "
+                             f"{RGW_START_TIMEOUT:g} s")
+        if r.returncode != 0:
+            _rgw_unavailable(f"scripts/ceph-rgw start {own} exited "
+                             f"{r.returncode}:\n{r.stderr[-4000:]}")
+        envf = own / "env"
+    try:
+        ep = RGW.from_env_file(envf)
+        ep.make_bucket(RGW.bucket)
+        yield ep
+    finally:
+        if own is not None:
+            subprocess.run([str(CEPH_RGW), "stop", str(own)], timeout=60,
+                           stdin=subprocess.DEVNULL)
 
 
 # --------------------------------------------------------------------- helpers

@@ -16,6 +16,13 @@ loopback S3 server (npm s3rver, which does not verify V4 signatures itself):
     "corrupt" (a bit of a PUT body flipped on the way: the checksum check
     answers 400 BadDigest, as S3 does).
 
+The upstream is s3rver or a Ceph RADOS Gateway (conftest `rgw`); RGW checks
+signatures itself too, so make_proxy() takes the credentials the upstream
+knows (key_id=, secret=; default the s3rver pair below) and forwards requests
+unchanged (the Host header included, so the signature stays valid).
+signed_request() talks to an upstream directly (RGW takes no anonymous
+requests).
+
 Loopback only (127.0.0.1).
 """
 import base64
@@ -26,6 +33,7 @@ import http.server
 import socket
 import threading
 import time
+import urllib.parse
 import zlib
 
 KEY_ID = SECRET = "S3RVER"
@@ -82,8 +90,51 @@ class Faults:
             return None
 
 
-def sigv4_check(method, raw_path, headers, body):
+def _signing_key(secret, date, region, service):
+    k = ("AWS4" + secret).encode()
+    for m in (date, region, service, "aws4_request"):
+        k = hmac.new(k, m.encode(), hashlib.sha256).digest()
+    return k
+
+
+def signed_request(port, method, path, key_id, secret, region="us-east-1",
+                   query="", body=b"", timeout=30):
+    """One SigV4-signed request to 127.0.0.1:port; path is unencoded
+    ("/bucket/key"), query an already encoded string. Returns
+    (status, body bytes)."""
+    body = body or b""
+    enc_path = urllib.parse.quote(path, safe="/~")
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    date = amz_date[:8]
+    payload = hashlib.sha256(body).hexdigest()
+    host = "127.0.0.1:%d" % port
+    qs = sorted(tuple(kv.split("=", 1)) if "=" in kv else (kv, "")
+                for kv in query.split("&") if kv)
+    cq = "&".join("%s=%s" % kv for kv in qs)
+    hdrs = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = sorted(hdrs)
+    ch = "".join("%s:%s\n" % (h, hdrs[h]) for h in signed)
+    creq = "\n".join([method, enc_path, cq, ch, ";".join(signed), payload])
+    scope = "%s/%s/s3/aws4_request" % (date, region)
+    sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                     hashlib.sha256(creq.encode()).hexdigest()])
+    sig = hmac.new(_signing_key(secret, date, region, "s3"), sts.encode(),
+                   hashlib.sha256).hexdigest()
+    hdrs["Authorization"] = ("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, "
+                             "Signature=%s" % (key_id, scope, ";".join(signed), sig))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, enc_path + ("?" + query if query else ""), body=body,
+                     headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def sigv4_check(method, raw_path, headers, body, key_id=KEY_ID, secret=SECRET):
     """Recomputes the signature of a request; returns None or a reason."""
+    want_key_id = key_id
     auth = headers.get("Authorization", "")
     if not auth.startswith("AWS4-HMAC-SHA256 "):
         return "no SigV4 authorization"
@@ -113,18 +164,16 @@ def sigv4_check(method, raw_path, headers, body):
     amz_date = headers.get("x-amz-date", "")
     sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, "/".join([date, region, service, term]),
                      hashlib.sha256(creq.encode()).hexdigest()])
-    k = ("AWS4" + SECRET).encode()
-    for m in (date, region, service, "aws4_request"):
-        k = hmac.new(k, m.encode(), hashlib.sha256).digest()
+    k = _signing_key(secret, date, region, service)
     sig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
-    if key_id != KEY_ID or not hmac.compare_digest(sig, parts["Signature"]):
+    if key_id != want_key_id or not hmac.compare_digest(sig, parts["Signature"]):
         return "signature mismatch"
     if "host" not in signed or "x-amz-date" not in signed:
         return "host/x-amz-date not signed"
     return None
 
 
-def make_proxy(upstream_port, faults):
+def make_proxy(upstream_port, faults, key_id=KEY_ID, secret=SECRET):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -148,7 +197,8 @@ def make_proxy(upstream_port, faults):
                 flipped = bytearray(body)      # one bit changed on the way
                 flipped[len(body) // 2] ^= 0x10
                 body = bytes(flipped)
-            why = sigv4_check(self.command, self.path, self.headers, body)
+            why = sigv4_check(self.command, self.path, self.headers, body,
+                              key_id, secret)
             if why == "BadDigest":             # what S3 answers a wrong checksum
                 if mode != "corrupt":
                     faults.bad_digests += 1
@@ -172,10 +222,15 @@ def make_proxy(upstream_port, faults):
             data = resp.read()
             conn.close()
             if mode == "truncate" and self.command == "GET" and len(data) > 1:
+                # the full length announced, half the body sent: a cut the
+                # client can see (RGW answers listings chunked, without a
+                # Content-Length; passing none on would make the half body
+                # look complete)
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
-                    if k.lower() not in ("connection", "transfer-encoding"):
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length"):
                         self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data[:len(data) // 2])
                 self.wfile.flush()

@@ -3,12 +3,14 @@
 histdel + gc, verified reads, faults, pool import and restore from tape.
 
 Every test runs twice (parametrized): on the store's default `file://` pool and
-on an S3 pool served by the conftest `s3rver` (npm s3rver on loopback) through
-the SigV4-checking, fault-injecting proxy of s3util.py. The pool's objects are
-inspected independently of acmfs: a file:// pool is a directory; S3 objects
-are listed and fetched straight from s3rver (which takes anonymous requests),
-and both are parsed with tape/tools/restore-from-pool.py, which follows
-docs/tape-format.md and nothing else.
+on an S3 pool on a real S3 engine, the conftest `rgw` (Ceph RADOS Gateway on
+loopback, scripts/ceph-rgw), through the SigV4-checking, fault-injecting proxy
+of s3util.py (which checks signatures with the RGW user's secret; RGW checks
+them again). The pool's objects are inspected independently of acmfs: a
+file:// pool is a directory; S3 objects are listed and fetched straight from
+RGW with signed requests of s3util.py, or with awscli, and both are parsed
+with tape/tools/restore-from-pool.py, which follows docs/tape-format.md and
+nothing else.
 
 Every wait is bounded (deadlines scale with ACMFS_TEST_TIME_SCALE).
 """
@@ -23,7 +25,6 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TIME_SCALE
-from s3util import Faults, make_proxy
+from s3util import Faults, make_proxy, signed_request
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -84,31 +85,31 @@ class FilePool:
 
 
 class S3Pool:
-    """s3://BUCKET/<unique prefix> through the proxy; inspected directly."""
+    """s3://BUCKET/<unique prefix> on RGW through the proxy; inspected
+    directly (signed requests straight to RGW)."""
     kind = "s3"
 
-    def __init__(self, m, s3rver, proxy, faults):
+    def __init__(self, m, rgw, proxy, faults):
         self.m = m
-        self.s3rver = s3rver
+        self.rgw = rgw
         self.faults = faults
         self.name = "s3p"
         self.prefix = "t-" + uuid.uuid4().hex[:12]
-        self.url = f"s3://{s3rver.bucket}/{self.prefix}"
+        self.url = f"s3://{rgw.bucket}/{self.prefix}"
         self.opts = (f"endpoint=http://127.0.0.1:{proxy.server_address[1]} "
-                     "region=us-east-1 path_style=1")
+                     f"region={rgw.region} path_style=1")
 
     def create_in(self, m, name=None):
         m.ctl(f"pool create {name or self.name} {self.url} {self.opts}")
 
     def _direct(self, method, path, data=None, query=""):
-        url = f"http://127.0.0.1:{self.s3rver.port}/{self.s3rver.bucket}"
-        if path:
-            url += "/" + urllib.parse.quote(path)
-        if query:
-            url += "?" + query
-        req = urllib.request.Request(url, data=data, method=method)
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.read()
+        p = f"/{self.rgw.bucket}" + (f"/{path}" if path else "")
+        status, body = signed_request(self.rgw.port, method, p, self.rgw.access_key,
+                                      self.rgw.secret_key, self.rgw.region,
+                                      query=query, body=data or b"")
+        if status // 100 != 2:
+            raise AssertionError(f"{method} {p}?{query} -> {status}: {body[:300]!r}")
+        return body
 
     def keys(self):
         out, token = [], None
@@ -195,9 +196,9 @@ def nonzero_grains(data):
 # --------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def s3proxy(s3rver):
+def s3proxy(rgw):
     faults = Faults()
-    srv = make_proxy(s3rver.port, faults)
+    srv = make_proxy(rgw.port, faults, rgw.access_key, rgw.secret_key)
     try:
         yield srv, faults
     finally:
@@ -215,11 +216,11 @@ class Env:
         self.kind = pool.kind
 
 
-def daemon_env(s3rver=None):
+def daemon_env(s3=None):
     e = dict(os.environ)
-    if s3rver is not None:
-        e.update(AWS_ACCESS_KEY_ID=s3rver.access_key,
-                 AWS_SECRET_ACCESS_KEY=s3rver.secret_key)
+    if s3 is not None:
+        e.update(AWS_ACCESS_KEY_ID=s3.access_key,
+                 AWS_SECRET_ACCESS_KEY=s3.secret_key)
     return e
 
 
@@ -229,12 +230,12 @@ def make_env(request, mount_factory, kind):
         m = mount_factory(name="main", env=env)
         pool = FilePool(m)
     else:
-        s3rver = request.getfixturevalue("s3rver")
+        rgw = request.getfixturevalue("rgw")
         proxy, faults = request.getfixturevalue("s3proxy")
         faults.reset()
-        env = daemon_env(s3rver)
+        env = daemon_env(rgw)
         m = mount_factory(name="main", env=env)
-        pool = S3Pool(m, s3rver, proxy, faults)
+        pool = S3Pool(m, rgw, proxy, faults)
         pool.create_in(m)
     m.create_volume(VOL, "16M")
     if pool.name != "default":
@@ -251,7 +252,7 @@ def finish_env(tp):
 
 @pytest.fixture(params=["file", "s3"])
 def tp(request, mount_factory):
-    """The volume `db` on a fresh store, its tape pool file:// or S3."""
+    """The volume `db` on a fresh store, its tape pool file:// or S3 (RGW)."""
     e = make_env(request, mount_factory, request.param)
     yield e
     finish_env(e)
@@ -259,7 +260,7 @@ def tp(request, mount_factory):
 
 @pytest.fixture
 def tps3(request, mount_factory):
-    """As `tp`, S3 only (faults are injected by the proxy)."""
+    """As `tp`, S3 (RGW) only (faults are injected by the proxy)."""
     e = make_env(request, mount_factory, "s3")
     yield e
     finish_env(e)

@@ -1,34 +1,36 @@
-"""Tape tier against a real S3 server (npm s3rver, pinned) on loopback.
+"""Tape tier against a real S3 engine: the conftest `rgw` (a single-node Ceph
+RADOS Gateway on loopback, scripts/ceph-rgw), at library level (acmfs-tapectl).
 
-Between acmfs-tapectl and s3rver sits a small proxy of our own that
-  * verifies every request's AWS SigV4 signature and payload hash (s3rver
-    3.7.1 does not verify V4 signatures itself) and answers 403 on mismatch;
+Between acmfs-tapectl and RGW sits a small proxy of our own (s3util.py) that
+  * verifies every request's AWS SigV4 signature and payload hash with the RGW
+    user's secret and answers 403 on mismatch, counting them (RGW verifies
+    them again: a request the proxy let through is also one RGW accepts);
   * injects faults on demand: 503 SlowDown, 500, connection resets before a
-    response, truncated bodies.
+    response, truncated bodies, corrupted PUT bodies.
 awscli is the independent client: it lists what a backup stored and
 downloads the objects, and tape/tools/restore-from-pool.py (following
 docs/tape-format.md only) rebuilds the image from them byte for byte.
 
 Needs: the acmfs-tapectl binary (env ACMFS_TAPECTL, else the one in the
-build under test, ACMFS_BUILD/tape/), node/npm, awscli.
+build under test, ACMFS_BUILD/tape/), Ceph (scripts/setup.sh), awscli.
 Run: /usr/bin/python3 -m pytest tests/integration/test_tape_s3.py
 """
 import os
 import random
-import shutil
 import subprocess
 import sys
+import uuid
 
 import pytest
 
-from s3util import KEY_ID, SECRET, free_port, make_proxy, wait_port, Faults  # noqa: F401
+from s3util import free_port, make_proxy, wait_port, Faults  # noqa: F401
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-S3RVER_VERSION = "3.7.1"
-S3RVER_DIR = os.path.join(REPO, "tests", "integration", ".s3rver")
 RESTORE = os.path.join(REPO, "tape", "tools", "restore-from-pool.py")
 BUCKET = "acmfs-test"
 GRAIN = 65536
+# the cluster may outlive this run (ACMFS_RGW_ENV): prefixes are this run's
+RUN = uuid.uuid4().hex[:8]
 
 
 def find_tapectl(build_dir):
@@ -40,63 +42,31 @@ def find_tapectl(build_dir):
     return c
 
 
-def s3rver_bin():
-    exe = os.path.join(S3RVER_DIR, "node_modules", ".bin", "s3rver")
-    pkg = os.path.join(S3RVER_DIR, "node_modules", "s3rver", "package.json")
-    ok = os.path.exists(exe) and os.path.exists(pkg) and \
-        ('"version": "%s"' % S3RVER_VERSION) in open(pkg).read()
-    if not ok:
-        if not shutil.which("npm"):
-            pytest.skip("npm not available to install s3rver")
-        os.makedirs(S3RVER_DIR, exist_ok=True)
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", S3RVER_DIR,
-                        "s3rver@" + S3RVER_VERSION], check=True, timeout=300,
-                       stdout=subprocess.DEVNULL)
-    return exe
-
-
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    exe = s3rver_bin()
-    data = tmp_path_factory.mktemp("s3rver")
-    port = free_port()
-    log = open(data / "s3rver.log", "w")
-    proc = subprocess.Popen([exe, "-d", str(data / "store"), "-a", "127.0.0.1", "-p", str(port),
-                             "--silent"], stdout=log, stderr=subprocess.STDOUT)
+def s3(rgw):
+    """RGW behind the fault proxy: {port (RGW), proxy_port, env, faults,
+    region, access_key, secret_key}."""
+    rgw.make_bucket(BUCKET)
     faults = Faults()
-    proxy = None
+    proxy = make_proxy(rgw.port, faults, rgw.access_key, rgw.secret_key)
     try:
-        os.makedirs(data / "store", exist_ok=True)
-        wait_port(port)
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET,
-                   AWS_DEFAULT_REGION="us-east-1")
-        subprocess.run(["aws", "--endpoint-url", "http://127.0.0.1:%d" % port, "s3", "mb",
-                        "s3://" + BUCKET], env=env, check=True, timeout=60,
-                       stdout=subprocess.DEVNULL)
-        proxy = make_proxy(port, faults)
-        yield {"port": port, "proxy_port": proxy.server_address[1], "env": env,
-               "faults": faults}
+        yield {"port": rgw.port, "proxy_port": proxy.server_address[1], "env": rgw.env(),
+               "faults": faults, "region": rgw.region, "access_key": rgw.access_key,
+               "secret_key": rgw.secret_key}
     finally:
-        if proxy:
-            proxy.shutdown()
-            proxy.server_close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+        proxy.shutdown()
+        proxy.server_close()
 
 
 class Pool:
     def __init__(self, s3, prefix, tapectl, extra=""):
-        self.s3, self.prefix, self.tapectl = s3, prefix, tapectl
-        self.url = "s3://%s/%s" % (BUCKET, prefix)
-        self.opts = ("endpoint=http://127.0.0.1:%d region=us-east-1 path_style=1 pack_mb=1 "
-                     "retries=6 retry_s=30 timeout_s=10 %s" % (s3["proxy_port"], extra)).strip()
+        self.s3, self.prefix, self.tapectl = s3, "%s-%s" % (prefix, RUN), tapectl
+        self.url = "s3://%s/%s" % (BUCKET, self.prefix)
+        self.opts = ("endpoint=http://127.0.0.1:%d region=%s path_style=1 pack_mb=1 "
+                     "retries=6 retry_s=30 timeout_s=10 %s"
+                     % (s3["proxy_port"], s3["region"], extra)).strip()
 
     def run(self, *args, check=True, env=None, opts=None, timeout=120):
         cmd = [self.tapectl] + [a for a in args[:1]] + [self.url, opts or self.opts] + \
@@ -178,7 +148,7 @@ def test_upload_read_restore(s3, tapectl, tmp_path):
     assert files_equal(out, img)
     # independent client + documented format: rebuild without acmfs
     dl = tmp_path / "dl"
-    pool.aws("cp", "--recursive", "--quiet", "s3://%s/t1" % BUCKET, str(dl))
+    pool.aws("cp", "--recursive", "--quiet", pool.url, str(dl))
     rebuilt = tmp_path / "rebuilt"
     subprocess.run([sys.executable, RESTORE, str(dl), r["manifest"], str(rebuilt)], check=True,
                    timeout=120)
@@ -302,12 +272,13 @@ def test_bad_signature_is_rejected(s3, tapectl, tmp_path):
 def test_credentials_file(s3, tapectl, tmp_path):
     pool = Pool(s3, "t7", tapectl)
     cred = tmp_path / "cred"
-    cred.write_text("access_key_id=%s\nsecret_access_key=%s\n" % (KEY_ID, SECRET))
+    cred.write_text("access_key_id=%s\nsecret_access_key=%s\n"
+                    % (s3["access_key"], s3["secret_key"]))
     env = {k: v for k, v in s3["env"].items()
            if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     os.chmod(cred, 0o644)
     p = pool.run("list", check=False, env=env, opts=pool.opts + " credentials=%s" % cred)
     assert p.returncode == 1 and "0600" in p.stderr
-    assert SECRET not in p.stderr
+    assert s3["secret_key"] not in p.stderr
     os.chmod(cred, 0o600)
     pool.run("list", env=env, opts=pool.opts + " credentials=%s" % cred)
