@@ -38,6 +38,9 @@ bench_cleanup() {
 	for p in "${PIDS[@]}"; do
 		kill "$p" 2>/dev/null || true
 	done
+	if [[ -n ${RGW_DIR:-} ]]; then
+		"$ROOT/scripts/ceph-rgw" stop "$RGW_DIR" || true
+	fi
 	if [[ -z ${BENCH_KEEP:-} && -d $W ]]; then
 		# keep the logs and the report, drop the large files
 		find "$W" -type f -size +1M -delete 2>/dev/null || true
@@ -234,6 +237,7 @@ kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n1; }
 
 # ------------------------------------------------------------------ s3rver
 # start_s3rver DIR -> S3_EP (http://127.0.0.1:PORT), S3_PID; bucket $S3_BUCKET made
+# (the S3 benchmarks run on RGW, start_rgw; s3rver stays for bench/restore.sh)
 start_s3rver() {
 	if [[ ! -x $S3RVER ]]; then
 		log "installing s3rver@3.7.1 into .cache/node"
@@ -257,8 +261,36 @@ start_s3rver() {
 	aws --endpoint-url "$S3_EP" s3 mb "s3://$S3_BUCKET" >/dev/null
 }
 
-CURL_S3=(curl -sS -f --aws-sigv4 aws:amz:us-east-1:s3 --user S3RVER:S3RVER
-	-H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
+# ------------------------------------------------------------------ RGW
+# start_rgw DIR [OSD_GIB] -> S3_EP, S3_ENGINE; the AWS_* credentials exported
+# (for awscli, curl and the acmfs daemons started after it); bucket $S3_BUCKET
+# made. A single-node Ceph cluster with the RADOS Gateway (scripts/ceph-rgw),
+# the real S3 engine of the benchmarks (issue 16); stopped by bench_cleanup.
+# OSD_GIB: size of the sparse bluestore file (what the run stores at most).
+start_rgw() {
+	command -v aws >/dev/null || die "aws (awscli) missing"
+	RGW_DIR=$1
+	log "starting Ceph RGW under $RGW_DIR"
+	CEPH_RGW_OSD_GIB=${2:-10} "$ROOT/scripts/ceph-rgw" start "$RGW_DIR" ||
+		die "Ceph RGW did not start (scripts/setup.sh installs the packages)"
+	local RGW_ENDPOINT RGW_ACCESS_KEY RGW_SECRET_KEY RGW_REGION
+	# shellcheck disable=SC1091
+	source "$RGW_DIR/env"
+	S3_EP=$RGW_ENDPOINT
+	export AWS_ACCESS_KEY_ID=$RGW_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$RGW_SECRET_KEY
+	export AWS_DEFAULT_REGION=$RGW_REGION
+	S3_ENGINE="Ceph RGW $(ceph --version 2>/dev/null | cut -d' ' -f3) (single node, one bluestore OSD on a file, beast) on 127.0.0.1"
+	set_curl_s3
+	aws --endpoint-url "$S3_EP" s3 mb "s3://$S3_BUCKET" >/dev/null
+}
+
+# curl with SigV4 for the current credentials (RGW wants x-amz-content-sha256)
+set_curl_s3() {
+	CURL_S3=(curl -sS -f --aws-sigv4 "aws:amz:$AWS_DEFAULT_REGION:s3"
+		--user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"
+		-H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
+}
+set_curl_s3
 
 # curl_put_parallel PREFIX NPARTS KEYPREFIX: PUT PREFIX.i to S3_BUCKET/KEYPREFIX.i, all at once
 curl_put_parallel() {
