@@ -25,6 +25,7 @@
 #ifndef ACMFS_TAPE_BACKEND_H
 #define ACMFS_TAPE_BACKEND_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -57,6 +58,9 @@ struct tape_backend_ops {
 
 struct tape_backend {
 	const struct tape_backend_ops *ops;
+	/* requests sent to the store (S3: HTTP requests, retries included;
+	 * file and mem: operations), for gc's statistics and benchmarks */
+	atomic_uint_fast64_t requests;
 };
 
 /* Open the backend a pool URL names. opts: space-separated key=value (see

@@ -85,6 +85,7 @@ static int set_direct(int fd, bool on)
 
 static int file_put(struct tape_backend *be, const char *key, const void *buf, size_t len)
 {
+	atomic_fetch_add(&be->requests, 1);
 	struct file_backend *f = fb(be);
 	char path[PATH_MAX], tmp[PATH_MAX + 64], dir[PATH_MAX];
 	uint64_t rnd = 0;
@@ -178,6 +179,7 @@ out_log:
 static ssize_t file_getv(struct tape_backend *be, const char *key, uint64_t off,
 			 const struct iovec *iov, int iovcnt, tape_progress_cb progress, void *arg)
 {
+	atomic_fetch_add(&be->requests, 1);
 	char path[PATH_MAX];
 	int rc = make_path(fb(be), key, path);
 	if (rc)
@@ -231,6 +233,7 @@ static ssize_t file_get(struct tape_backend *be, const char *key, uint64_t off, 
 
 static int file_head(struct tape_backend *be, const char *key, struct tape_obj_info *oi)
 {
+	atomic_fetch_add(&be->requests, 1);
 	char path[PATH_MAX];
 	struct stat st;
 	int rc = make_path(fb(be), key, path);
@@ -291,11 +294,13 @@ static int walk(struct file_backend *f, const char *rel, const char *prefix, tap
 
 static int file_list(struct tape_backend *be, const char *prefix, tape_list_cb cb, void *arg)
 {
+	atomic_fetch_add(&be->requests, 1);
 	return walk(fb(be), "", prefix, cb, arg);
 }
 
 static int file_del(struct tape_backend *be, const char *key)
 {
+	atomic_fetch_add(&be->requests, 1);
 	char path[PATH_MAX];
 	int rc = make_path(fb(be), key, path);
 	if (rc)

@@ -45,6 +45,7 @@ static struct mem_backend *mem(struct tape_backend *be)
 static int tick(struct mem_backend *m)
 {
 	m->nr_ops++;
+	atomic_fetch_add(&m->base.requests, 1);
 	if (m->fail_at && m->nr_ops == m->fail_at) {
 		m->fail_at = 0;
 		return m->fail_err;

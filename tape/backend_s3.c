@@ -505,6 +505,7 @@ static int s3_attempt(struct s3_backend *b, struct s3_req *r, int *err, char *wh
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
 	}
 
+	atomic_fetch_add(&b->base.requests, 1);
 	CURLcode cc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
 	if (r->bad_range) {

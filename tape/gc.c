@@ -472,6 +472,7 @@ int tape_pool_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stat
 	int rc;
 	unsigned reclaimed = 0;
 	memset(st, 0, sizeof(*st));
+	uint64_t req0 = atomic_load(&p->be->requests);
 	pthread_mutex_lock(&p->gc_lock);
 	rc = pool_lock_exclusive(p, &gc.now, &reclaimed, st->busy, sizeof(st->busy));
 	st->locks_reclaimed = reclaimed;
@@ -654,6 +655,7 @@ out_free:
 out_unlock_x:
 	pool_unlock_exclusive(p);
 out_unlock:
+	st->requests = atomic_load(&p->be->requests) - req0;
 	pthread_mutex_unlock(&p->gc_lock);
 	return rc;
 }
