@@ -142,6 +142,8 @@ def pool_snapshot(pool, dest):
         return pool.dir
     dest = Path(dest)
     for k in pool.keys():
+        if k.startswith("locks/"):      # come and go with every job; not data
+            continue
         p = dest / k
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(pool.get(k))
