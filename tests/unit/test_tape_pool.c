@@ -1048,6 +1048,11 @@ static void test_hosts_exclusive_and_stale(void **state)
 	assert_non_null(strstr(err, "hostA"));
 	assert_int_equal(T->image_open(b, first, &im), -EBUSY);
 	assert_int_equal(T->remove(b, first), -EBUSY);
+	/* a second collector is refused too: two repacks never undo each other */
+	struct tier_gc_stats st2;
+	assert_int_equal(T->gc(w, 0, &st2), -EBUSY);
+	assert_non_null(strstr(st2.busy, "hostA"));
+	assert_non_null(strstr(st2.busy, "(gc"));
 	/* another host waits, and goes on once the gc is over */
 	struct bg_upload bu = {.p = w, .v = &v};
 	pthread_t th;
