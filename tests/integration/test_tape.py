@@ -16,6 +16,7 @@ Every wait is bounded (deadlines scale with ACMFS_TEST_TIME_SCALE).
 """
 
 import errno
+import json
 import hashlib
 import importlib.util
 import os
@@ -805,11 +806,16 @@ def test_pool_import_on_empty_store(tp):
     refs[v] = ref
     rows0 = {r["Version"]: r for r in tape_rows(m)}
     assert sorted(map(int, rows0)) == sorted(refs)
+    old_id = json.loads((m.mnt / "status.json").read_text())["host"]["id"]
     m.stop()
 
+    # a new store is another host: its own import finds nothing of its own,
+    # and takes the lost host's histories when asked to (disaster recovery)
     m2 = tp.make(name="fresh")
     pool.create_in(m2, "imp")
     r = m2.parse_reply(m2.ctl("pool import imp"))
+    assert r["histories"] == "0" and r["others"] == "2" and r["volumes"] == "0", r
+    r = m2.parse_reply(m2.ctl(f"pool import imp host={old_id}"))
     assert r["histories"] == "2" and r["volumes"] == "1", r
     rows = {r["Version"]: r for r in tape_rows(m2)}
     assert sorted(rows) == sorted(rows0)
@@ -821,7 +827,8 @@ def test_pool_import_on_empty_store(tp):
         assert_same(m2.vol(VOL, "history", str(v), "tape.img").read_bytes(), ref,
                     f"imported tape.img of {v}")
     # importing again adds nothing
-    assert m2.parse_reply(m2.ctl("pool import imp"))["histories"] == "0"
+    r = m2.parse_reply(m2.ctl(f"pool import imp host={old_id}"))
+    assert r["histories"] == "0" and r["known"] == "2", r
 
 
 def test_restore_from_tape_round_trip(tp):
