@@ -5,7 +5,9 @@
  * through the real decode paths (pool_pack_index_fetch, pool_refresh,
  * pool_manifest_load, the tier's image_open): every claim that does not fit
  * the engine's geometry must be an error for that object (-EBADMSG), never a
- * crash, a division by zero or a huge allocation.
+ * crash, a division by zero or a huge allocation. The S3 listing parser
+ * (tape/s3_xml.c, the one backend_s3.c uses) gets hostile pages: a page that
+ * does not parse completely fails the listing instead of ending it early.
  *
  * "No huge allocation" is checked by linking this test with
  * -Wl,--wrap=malloc,calloc,realloc (tests/unit/meson.build): every malloc,
@@ -29,6 +31,7 @@
 #include "backend.h"
 #include "format.h"
 #include "pool.h"
+#include "s3_xml.h"
 #include "tier.h"
 
 /* ---- allocation guard ---- */
@@ -452,6 +455,163 @@ static void test_image_open_refuses(void **state)
 	free(m);
 }
 
+/* ---- S3 listing pages ---- */
+
+struct seen {
+	char keys[8][256];
+	uint64_t sizes[8];
+	int64_t mtimes[8];
+	int n, stop_at;
+};
+
+static int on_key(void *arg, const struct tape_obj_info *oi)
+{
+	struct seen *s = arg;
+	if (s->n < 8) {
+		snprintf(s->keys[s->n], sizeof(s->keys[0]), "%s", oi->key);
+		s->sizes[s->n] = oi->size_bytes;
+		s->mtimes[s->n] = oi->mtime;
+	}
+	s->n++;
+	return s->stop_at && s->n == s->stop_at ? 42 : 0;
+}
+
+#define ENT(k, sz) "<Contents><Key>" k "</Key><LastModified>2026-11-25T12:00:00.000Z" \
+		   "</LastModified><ETag>&quot;x&quot;</ETag><Size>" sz "</Size></Contents>"
+#define PAGE(flags, body) "<?xml version=\"1.0\"?><ListBucketResult><Name>b</Name>" flags \
+			  body "</ListBucketResult>"
+
+static int parse(const char *xml, struct seen *s, struct s3_list_page *pg)
+{
+	char why[200];
+	memset(s, 0, sizeof(*s));
+	return s3_list_parse(xml, strlen(xml), "acm/", on_key, s, pg, why, sizeof(why));
+}
+
+static void test_listing_pages(void **state)
+{
+	(void)state;
+	struct seen s;
+	struct s3_list_page pg;
+
+	/* a good page, S3 order, and RGW's (flags after the entries) */
+	assert_int_equal(parse(PAGE("<IsTruncated>true</IsTruncated><NextContinuationToken>t1"
+				    "</NextContinuationToken>",
+				    ENT("acm/packs/a.pack", "33554432") ENT("acm/x&amp;y", "0")),
+			       &s, &pg), 0);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.keys[0], "packs/a.pack");
+	assert_string_equal(s.keys[1], "x&y");
+	assert_int_equal(s.sizes[0], 33554432);
+	assert_int_equal(s.mtimes[0], 1795608000);
+	assert_true(pg.truncated);
+	assert_string_equal(pg.token, "t1");
+	assert_int_equal(parse(PAGE("", ENT("acm/k", "1") "<IsTruncated>false</IsTruncated>"), &s,
+			       &pg), 0);
+	assert_int_equal(s.n, 1);
+	assert_false(pg.truncated);
+
+	/* a page that does not say whether it is the last, or says it badly */
+	assert_int_equal(parse(PAGE("", ENT("acm/k", "1")), &s, &pg), -EBADMSG);
+	assert_int_equal(parse(PAGE("<IsTruncated>maybe</IsTruncated>", ""), &s, &pg), -EBADMSG);
+	/* truncated, but no way to go on */
+	assert_int_equal(parse(PAGE("<IsTruncated>true</IsTruncated>", ENT("acm/k", "1")), &s, &pg),
+			 -EBADMSG);
+	char big[4096];
+	char tok[1200];
+	memset(tok, 't', sizeof(tok) - 1);
+	tok[sizeof(tok) - 1] = 0;
+	snprintf(big, sizeof(big), PAGE("<IsTruncated>true</IsTruncated><NextContinuationToken>%s"
+					"</NextContinuationToken>", ""), tok);
+	assert_int_equal(parse(big, &s, &pg), -EBADMSG);
+	/* sizes that overflow, are negative, missing; a date that is not one */
+	assert_int_equal(parse(PAGE("<IsTruncated>false</IsTruncated>",
+				    ENT("acm/k", "18446744073709551616")), &s, &pg), -EBADMSG);
+	assert_int_equal(parse(PAGE("<IsTruncated>false</IsTruncated>", ENT("acm/k", "-1")), &s,
+			       &pg), -EBADMSG);
+	assert_int_equal(parse(PAGE("<IsTruncated>false</IsTruncated>",
+				    "<Contents><Key>acm/k</Key><LastModified>2026-11-25T12:00:00Z"
+				    "</LastModified></Contents>"), &s, &pg), -EBADMSG);
+	assert_int_equal(parse(PAGE("<IsTruncated>false</IsTruncated>",
+				    "<Contents><Key>acm/k</Key><Size>1</Size><LastModified>noon"
+				    "</LastModified></Contents>"), &s, &pg), -EBADMSG);
+	/* an entry never closed; an error document or HTML instead of a page */
+	assert_int_equal(parse(PAGE("<IsTruncated>false</IsTruncated>", "<Contents><Key>acm/k</Key>"),
+			       &s, &pg), -EBADMSG);
+	assert_int_equal(parse("<Error><Code>AccessDenied</Code></Error>", &s, &pg), -EBADMSG);
+	assert_int_equal(parse("<html>502</html>", &s, &pg), -EBADMSG);
+	/* a NUL inside: the rest would be hidden */
+	const char nul[] = PAGE("<IsTruncated>false</IsTruncated>", ENT("acm/k", "1"));
+	char *copy = malloc(sizeof(nul));
+	memcpy(copy, nul, sizeof(nul));
+	copy[60] = 0;
+	memset(&s, 0, sizeof(s));
+	char why[100];
+	assert_int_equal(s3_list_parse(copy, sizeof(nul) - 1, "acm/", on_key, &s, &pg, why,
+				       sizeof(why)),
+			 -EBADMSG);
+	free(copy);
+
+	/* keys too long for the pool: skipped, never cut into another key */
+	char lk[2600];
+	char longkey[1400];
+	memset(longkey, 'k', sizeof(longkey) - 1);
+	longkey[sizeof(longkey) - 1] = 0;
+	memcpy(longkey, "acm/packs/", 10);
+	snprintf(lk, sizeof(lk), PAGE("<IsTruncated>false</IsTruncated>",
+				      "<Contents><Key>%s</Key><Size>1</Size><LastModified>"
+				      "2026-11-25T12:00:00Z</LastModified></Contents>"
+				      "<Contents><Key>%.300s</Key><Size>1</Size><LastModified>"
+				      "2026-11-25T12:00:00Z</LastModified></Contents>"
+				      ENT("acm/ok", "5")),
+		 longkey, longkey);
+	assert_int_equal(parse(lk, &s, &pg), 0);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.keys[0], "ok");
+	/* keys outside the pool prefix are not the pool's */
+	assert_int_equal(parse(PAGE("<IsTruncated>false</IsTruncated>",
+				    ENT("other/k", "1") ENT("acm/", "1") ENT("acm/k", "1")),
+			       &s, &pg), 0);
+	assert_int_equal(s.n, 1);
+	/* the callback's stop comes back */
+	memset(&s, 0, sizeof(s));
+	s.stop_at = 1;
+	const char *two = PAGE("<IsTruncated>false</IsTruncated>", ENT("acm/a", "1") ENT("acm/b", "1"));
+	assert_int_equal(s3_list_parse(two, strlen(two), "acm/", on_key, &s, &pg, why, sizeof(why)),
+			 42);
+	assert_int_equal(s.n, 1);
+}
+
+static void test_header_values(void **state)
+{
+	(void)state;
+	uint64_t v, a, b, t;
+	int64_t tm;
+	assert_int_equal(s3_parse_u64("18446744073709551615", 20, &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(s3_parse_u64("18446744073709551616", 20, &v), -EINVAL);
+	assert_int_equal(s3_parse_u64("", 0, &v), -EINVAL);
+	assert_int_equal(s3_parse_u64("12a", 3, &v), -EINVAL);
+	assert_int_equal(s3_parse_u64("-1", 2, &v), -EINVAL);
+	assert_int_equal(s3_parse_content_range("bytes 100-199/1000", &a, &b, &t), 0);
+	assert_true(a == 100 && b == 199 && t == 1000);
+	assert_int_equal(s3_parse_content_range("bytes 0-9/*", &a, &b, &t), 0);
+	assert_int_equal(s3_parse_content_range("bytes 9-0/10", &a, &b, &t), -EINVAL);
+	assert_int_equal(s3_parse_content_range("bytes 0-10/10", &a, &b, &t), -EINVAL);
+	assert_int_equal(s3_parse_content_range("bytes 0-99999999999999999999/1", &a, &b, &t),
+			 -EINVAL);
+	assert_int_equal(s3_parse_content_range("items 0-1/2", &a, &b, &t), -EINVAL);
+	assert_int_equal(s3_parse_http_date("Wed, 25 Nov 2026 12:00:00 GMT", &tm), 0);
+	assert_int_equal(tm, 1795608000);
+	assert_int_equal(s3_parse_http_date("Wed, 25 Nov 2026 12:00:00", &tm), -EINVAL);
+	assert_int_equal(s3_parse_http_date("Wed, 25 Foo 2026 12:00:00 GMT", &tm), -EINVAL);
+	assert_int_equal(s3_parse_http_date("Wed, 25 Nov 2026 25:00:00 GMT", &tm), -EINVAL);
+	assert_int_equal(s3_parse_iso8601("2026-11-25T12:00:00.000Z", &tm), 0);
+	assert_int_equal(tm, 1795608000);
+	assert_int_equal(s3_parse_iso8601("2026-11-25T12:00:00", &tm), -EINVAL);
+	assert_int_equal(s3_parse_iso8601("1960-01-01T00:00:00Z", &tm), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -460,6 +620,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_manifest_geometry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_manifest_size_claims, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_image_open_refuses, setup, teardown),
+		cmocka_unit_test(test_listing_pages),
+		cmocka_unit_test(test_header_values),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
