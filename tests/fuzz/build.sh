@@ -55,7 +55,7 @@ rm -f "$out/libacmfs-fuzz.a"
 ar rcs "$out/libacmfs-fuzz.a" "${have[@]}"
 
 status=0
-for t in cmd manifest pack track_map track_intent; do
+for t in cmd manifest pack track_map track_intent s3_list; do
 	if "$CC" "${cflags[@]}" -o "$out/fuzz_$t" "$here/fuzz_$t.c" "$here/fuzz_common.c" \
 		"$out/libacmfs-fuzz.a" "${libs[@]}"; then
 		echo "$out/fuzz_$t"

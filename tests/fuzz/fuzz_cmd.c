@@ -22,7 +22,8 @@
 /* the pool options tape/tier.h understands (core/cmd.c must accept no other) */
 static const char *const pool_keys[] = { "endpoint", "region",	 "path_style", "credentials",
 					  "ca",	      "pack_mb", "threads",    "cache_mb",
-					  "readahead_mb", "retries", "retry_s", "timeout_s" };
+					  "readahead_mb", "retries", "retry_s", "timeout_s",
+					  "lock_stale", "lock_wait", "multipart_mb" };
 
 static bool terminated(const char *s, size_t cap)
 {

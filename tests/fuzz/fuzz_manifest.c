@@ -6,7 +6,10 @@
  * the checksum and exercise the field checks behind it (anyone who can write
  * to a bucket can do the same: the hash is not a MAC).
  *
- * Oracle: decode never crashes or reads out of bounds; a failure is
+ * Oracle: decode never crashes or reads out of bounds; a manifest it
+ * accepts has the engine's geometry (grain a power of two in 4 KiB..16 MiB,
+ * size <= 64 TiB, G <= 2^30, P <= stored grains <= G) and passed
+ * tape_manifest_header_check, which announced exactly its length; a failure is
  * -EBADMSG, -EPROTONOSUPPORT or -ENOMEM and leaves no allocation; a success
  * describes a usable image (docs/tape-format.md): nr_grains grains of
  * grain_bytes cover exactly size_bytes, every reference is a zero grain or
@@ -40,6 +43,16 @@ static void check_manifest(const struct tape_manifest *m)
 	CHECK(memchr(m->host, 0, sizeof(m->host)) && memchr(m->parent, 0, sizeof(m->parent)),
 	      "unterminated host/parent");
 	CHECK(m->grain_bytes > 0 && m->size_bytes > 0, "empty geometry");
+	/* the engine's geometry (format.h bounds): nothing else may decode */
+	CHECK(m->grain_bytes >= TAPE_GRAIN_MIN && m->grain_bytes <= TAPE_GRAIN_MAX &&
+		      !(m->grain_bytes & (m->grain_bytes - 1)),
+	      "grain %u accepted", m->grain_bytes);
+	CHECK(m->size_bytes <= TAPE_VOLUME_MAX, "size %llu accepted",
+	      (unsigned long long)m->size_bytes);
+	CHECK(m->nr_grains <= TAPE_MANIFEST_MAX_GRAINS && m->blocks_total <= m->nr_grains &&
+		      m->nr_packs <= m->blocks_total,
+	      "counts accepted: %llu grains, %llu stored, %u packs",
+	      (unsigned long long)m->nr_grains, (unsigned long long)m->blocks_total, m->nr_packs);
 	/* the grains cover the volume exactly: no reference is missing for any
 	 * byte below size_bytes (tape/image.c indexes refs[off / grain]) */
 	unsigned __int128 covered = (unsigned __int128)m->nr_grains * m->grain_bytes;
@@ -106,7 +119,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if ((data[0] & 1) && len >= 32)
 		tape_sha256(buf, len - 32, buf + len - 32);
 
+	/* the header check a reader runs before sizing its buffer (tape/pool.c)
+	 * must agree with the full decode: accepting a manifest implies its
+	 * header passed and announced exactly its length */
+	uint64_t total = 0;
+	int hrc = tape_manifest_header_check(buf, len, &total);
+	CHECK(hrc == 0 || hrc == -EBADMSG || hrc == -EPROTONOSUPPORT, "header rc %d", hrc);
+	CHECK(hrc || total <= TAPE_MANIFEST_MAX_BYTES, "header announces %llu bytes",
+	      (unsigned long long)total);
+
 	rc = tape_manifest_decode(buf, len, &m);
+	CHECK(rc || (hrc == 0 && total == len), "decoded, but the header check said %d / %llu",
+	      hrc, (unsigned long long)total);
 	if (rc) {
 		CHECK(rc == -EBADMSG || rc == -EPROTONOSUPPORT || rc == -ENOMEM, "rc %d", rc);
 		CHECK(!m.packs && !m.refs, "failed decode left allocations");

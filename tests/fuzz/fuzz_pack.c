@@ -6,12 +6,15 @@
  * Input: one flag byte, then a whole pack object. Flag bit 0: the harness
  * rewrites the trailer's index hash (when the trailer's geometry fits the
  * object) so mutated indexes reach the entry checks. Flag bit 1: the object
- * is also fed to tape_pack_key_parse as a string. The pieces are handed to
+ * is also fed to tape_pack_key_parse as a string. Flag bit 2: the trailer is
+ * also decoded against the object size claimed by the first 8 bytes (a
+ * listing or HEAD that lies). The pieces are handed to
  * the decoders exactly as tape/pool.c cuts them (trailer = last 64 bytes,
  * index = [index_off, index_off + 48 N)), each in an exact-size heap copy.
  *
  * Oracle: no crash, no out-of-bounds access; failures are -EBADMSG or
- * -EPROTONOSUPPORT; a decoded index is sorted, non-overlapping, inside
+ * -EPROTONOSUPPORT; an accepted trailer is bounded (object <=
+ * TAPE_PACK_MAX_BYTES, N <= TAPE_PACK_MAX_BLOCKS and <= the data bytes); a decoded index is sorted, non-overlapping, inside
  * [32, index_off), every entry is found by its offset, and re-encoding the
  * index and trailer gives back the same bytes.
  */
@@ -54,6 +57,11 @@ static void fuzz_index(uint8_t *obj, size_t len, bool fix)
 		return;
 	}
 	size_t ilen = (size_t)t.nr_blocks * TAPE_PACK_ENTRY_BYTES;
+	/* bounded before the caller allocates the index (tape/pool.c) */
+	CHECK(t.nr_blocks <= TAPE_PACK_MAX_BLOCKS && len <= TAPE_PACK_MAX_BYTES &&
+		      t.nr_blocks <= t.index_off - TAPE_PACK_HEADER_BYTES,
+	      "trailer claims %u blocks at %llu accepted", t.nr_blocks,
+	      (unsigned long long)t.index_off);
 	CHECK(t.index_off >= TAPE_PACK_HEADER_BYTES &&
 		      (unsigned __int128)t.index_off + ilen + TAPE_PACK_TRAILER_BYTES == len,
 	      "trailer geometry accepted: index_off %llu nr %u len %zu",
@@ -70,8 +78,8 @@ static void fuzz_index(uint8_t *obj, size_t len, bool fix)
 	}
 	uint64_t next = TAPE_PACK_HEADER_BYTES;
 	for (uint32_t i = 0; i < t.nr_blocks; i++) {
-		CHECK(e[i].len > 0 && e[i].flags == 0, "entry %u len %u flags %u", i, e[i].len,
-		      e[i].flags);
+		CHECK(e[i].len > 0 && e[i].len <= TAPE_GRAIN_MAX && e[i].flags == 0,
+		      "entry %u len %u flags %u", i, e[i].len, e[i].flags);
 		CHECK(e[i].off >= next && e[i].off <= t.index_off &&
 			      e[i].len <= t.index_off - e[i].off,
 		      "entry %u at %llu+%u overlaps or leaves [32,%llu)", i,
@@ -131,6 +139,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(tape_pack_trailer_decode(obj, len, len, &t) == -EBADMSG, "short trailer");
 	} else {
 		fuzz_index(obj, len, data[0] & 1);
+	}
+	/* bit 2: a listing or HEAD that lies about the object's size; the
+	 * first 8 bytes are the size it claims for this trailer */
+	if ((data[0] & 4) && len >= TAPE_PACK_TRAILER_BYTES + 8) {
+		struct tape_pack_trailer t;
+		uint64_t claimed = fz_le64(obj);
+		int rc = tape_pack_trailer_decode(obj + len - TAPE_PACK_TRAILER_BYTES,
+						  TAPE_PACK_TRAILER_BYTES, claimed, &t);
+		CHECK(rc == 0 || rc == -EBADMSG || rc == -EPROTONOSUPPORT, "claimed rc %d", rc);
+		if (rc == 0)
+			CHECK(claimed <= TAPE_PACK_MAX_BYTES && t.nr_blocks <= TAPE_PACK_MAX_BLOCKS &&
+				      t.index_off + (uint64_t)t.nr_blocks * TAPE_PACK_ENTRY_BYTES +
+						      TAPE_PACK_TRAILER_BYTES ==
+					      claimed,
+			      "claimed size %llu accepted with %u blocks",
+			      (unsigned long long)claimed, t.nr_blocks);
 	}
 	if (data[0] & 2) {
 		char *s = malloc(len + 1);

@@ -135,6 +135,89 @@ def gen_tape():
     put("pack", "key2", b"\2000102030405060708090a0b0c0d0e0f.pack")
 
 
+def gen_geometry():
+    """Manifests and packs at and past the geometry bounds (format.h): each
+    one field off, checksums fixed (flag bit 0), so the checks behind the
+    checksum are where the fuzzer starts."""
+    pid = bytes(range(16))
+    ok = dict(packs=[pid], refs=[(0, 4096, b"\7" * 8)])
+    put("manifest", "geo-grain-4k", b"\1" + manifest(size=3 * 4096, grain=4096, **ok))
+    put("manifest", "geo-grain-16m", b"\1" + manifest(size=16 << 20, grain=16 << 20, **ok))
+    # the largest volume's header alone (its refs would be 96 MiB): too short
+    b = bytearray(manifest(size=16 << 20, grain=16 << 20, **ok))
+    struct.pack_into("<QIIQ", b, 16, 64 << 40, 16 << 20, 1, 4 << 20)
+    put("manifest", "geo-size-64t", b"\1" + bytes(b))
+    for name, grain in (("geo-grain-128m", 128 << 20), ("geo-grain-0", 0),
+                        ("geo-grain-odd", 65536 + 4096), ("geo-grain-2k", 2048)):
+        b = bytearray(manifest(size=4 * 65536, **ok))
+        struct.pack_into("<I", b, 24, grain)
+        put("manifest", name, b"\1" + bytes(b))
+    b = bytearray(manifest(size=4 * 65536, **ok))
+    struct.pack_into("<I", b, 28, 5)           # more packs than stored grains
+    put("manifest", "geo-packs-over", b"\1" + bytes(b))
+    b = bytearray(manifest(size=4 * 65536, **ok))
+    struct.pack_into("<Q", b, 16, (64 << 40) + 65536)
+    put("manifest", "geo-size-over", b"\1" + bytes(b))
+    # pack trailers claiming more than the object holds; bit 2 = a lying size
+    blk = [bytes([i + 1]) * 4096 for i in range(2)]
+    p = bytearray(pack(blk))
+    struct.pack_into("<I", p, len(p) - 64 + 12, 0xFFFFFFFF)
+    put("pack", "geo-n-max", b"\1" + bytes(p))
+    p = pack(blk)
+    put("pack", "geo-claim-200g", b"\4" + struct.pack("<Q", 200 << 30) + p[8:])
+    put("pack", "geo-claim-exact", b"\4" + struct.pack("<Q", len(p)) + p[8:])
+
+
+# ---------------------------------------------------------------- S3 listings
+def s3_page(entries, truncated=False, token=None, trailer_fields=False, prefix="acm/pool/"):
+    head = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" \
+        "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">" \
+        "<Name>bucket</Name><Prefix>%spacks/</Prefix><KeyCount>%d</KeyCount>" \
+        "<MaxKeys>1000</MaxKeys>" % (prefix, len(entries))
+    flags = "<IsTruncated>%s</IsTruncated>" % ("true" if truncated else "false")
+    if token is not None:
+        flags += "<NextContinuationToken>%s</NextContinuationToken>" % token
+    body = "".join(
+        "<Contents><Key>%s</Key><LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>"
+        "<Size>%s</Size><StorageClass>STANDARD</StorageClass></Contents>" % e
+        for e in entries)
+    if trailer_fields:                          # RGW and others: flags after the entries
+        return (head + body + flags + "</ListBucketResult>").encode()
+    return (head + flags + body + "</ListBucketResult>").encode()
+
+
+def gen_s3_list():
+    lm = "2026-11-25T12:00:00.000Z"
+    md5 = "d41d8cd98f00b204e9800998ecf8427e"
+    ents = [("acm/pool/packs/%032x.pack" % i, lm, md5, str(33554432 + i)) for i in range(3)]
+    put("s3_list", "page", b"\2" + s3_page(ents))
+    put("s3_list", "page-truncated", b"\2" + s3_page(ents, True, "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM="))
+    put("s3_list", "page-rgw-order", b"\2" + s3_page(ents, True, "token2", trailer_fields=True))
+    put("s3_list", "page-stop", b"\6" + s3_page(ents))
+    put("s3_list", "empty", b"\2" + s3_page([]))
+    put("s3_list", "no-prefix", b"\0" + s3_page([("manifests/db/%020d-0123456789abcdef.mf" % 1,
+                                                    "2026-01-02T03:04:05Z", md5, "1048608")],
+                                                  prefix=""))
+    put("s3_list", "entities", b"\0" + s3_page([("a&amp;b&lt;c&gt;&quot;&apos;", lm, md5, "1")],
+                                                prefix=""))
+    put("s3_list", "truncated-no-token", b"\2" + s3_page(ents, True))
+    put("s3_list", "size-overflow", b"\2" + s3_page([(ents[0][0], lm, md5, "18446744073709551616")]))
+    put("s3_list", "size-negative", b"\2" + s3_page([(ents[0][0], lm, md5, "-1")]))
+    put("s3_list", "bad-date", b"\2" + s3_page([(ents[0][0], "yesterday", md5, "1")]))
+    put("s3_list", "long-key", b"\2" + s3_page([("acm/pool/" + "k" * 1500, lm, md5, "1")] + ents))
+    put("s3_list", "key-256", b"\2" + s3_page([("acm/pool/" + "k" * 256, lm, md5, "1")]))
+    put("s3_list", "long-token", b"\2" + s3_page(ents, True, "t" * 1100))
+    put("s3_list", "unclosed", b"\2" + s3_page(ents)[:-40])
+    put("s3_list", "error-doc", b"\2<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code></Error>")
+    put("s3_list", "html", b"\2<html><body>502 Bad Gateway</body></html>")
+    for i, v in enumerate(["bytes 0-99/100", "bytes 5-4/10", "bytes 0-0/*", "bytes 1-2/2",
+                           "Wed, 25 Nov 2026 12:00:00 GMT", "Sun, 06 Nov 1994 08:49:37 GMT",
+                           "Thu, 31 Dec 1969 23:59:59 GMT", "2026-11-25T12:00:00.123Z",
+                           "0", "007", "18446744073709551615", "18446744073709551616",
+                           "<Key>abc</Key>", "<Key>" + "z" * 80 + "</Key>"]):
+        put("s3_list", "value-%02d" % i, b"\x08" + v.encode())
+
+
 # ---------------------------------------------------------------- tracking
 def era_map(eras, grain=65536, era=None, seq=1):
     eras = list(eras)
@@ -199,6 +282,8 @@ def main():
     a = ap.parse_args()
     gen_ctl()
     gen_tape()
+    gen_geometry()
+    gen_s3_list()
     gen_track()
     if a.pool:
         print(f"gen-corpus: {copy_pool(a.pool)} objects from {a.pool}")
