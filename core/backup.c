@@ -12,6 +12,7 @@
 #include "engine_int.h"
 
 #include <errno.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -1091,12 +1092,28 @@ out_free:
 	return rc;
 }
 
+/* fsync the directory holding path, through the fault layer */
+static int fsync_parent_dir(const char *path)
+{
+	char tmp[PATH_MAX];
+	int fd, rc = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (io_fsync(IO_DATA, fd))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
 int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
 	       char *err, size_t errlen)
 {
 	struct restore_src src = { v, NULL, NULL, false, 0 };
 	struct restore_dst d = { .v = v, .to_tv = !c->has_path, .fd = -1, .wfd = -1 };
-	bool to_tv = d.to_tv, diff = false;
+	bool to_tv = d.to_tv, diff = false, created = false;
 	int fd = -1, rc;
 	struct pool *p = NULL;
 
@@ -1188,6 +1205,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 		fd = open(c->path, O_RDWR | O_CLOEXEC);
 		if (fd < 0 && errno == ENOENT) {
 			fd = open(c->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			created = fd >= 0;
 			if (fd >= 0 && ftruncate(fd, (off_t)v->row.size_bytes))
 				rc = -errno;
 		}
@@ -1218,6 +1236,9 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 			rc = vol_fsync(v, false);
 		else if (io_fsync(IO_DATA, fd))
 			rc = -errno;
+		/* a file the restore created: its name is durable too */
+		else if (created)
+			rc = fsync_parent_dir(c->path);
 	}
 	if (rc && !err[0])
 		errf(err, errlen, rc, "restore failed after %llu grains: %s",

@@ -498,6 +498,41 @@ static int bv_open_file(struct bvol *b, uint64_t size, bool create)
 	return 0;
 }
 
+/* fsync a directory, through the fault layer (IO_STORE) */
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (io_fsync(IO_STORE, fd))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* Before the catalog commit that names them: the new files of v (tv.img when
+ * tv, the BVs in added), their sizes and their directory entries are durable
+ * (and v's directory in STORE/vol when tv: it is new too), so that a power
+ * cut cannot leave a committed volume or BV whose file is gone or short. */
+static int sync_new_files(struct engine *e, struct vol *v, bool tv, struct bvol *added)
+{
+	char path[sizeof(e->store) + 8];
+	int rc;
+
+	if (tv && io_fsync(IO_DATA, v->tv_fd))
+		return -errno;
+	for (struct bvol *b = added; b; b = b->next)
+		if (io_fsync(IO_DATA, b->fd))
+			return -errno;
+	rc = fsync_dir(v->dir);
+	if (!rc && tv) {
+		snprintf(path, sizeof(path), "%s/vol", e->store);
+		rc = fsync_dir(path);
+	}
+	return rc;
+}
+
 /* ---------- load & recover ---------- */
 
 struct load_ctx {
@@ -1161,6 +1196,8 @@ int engine_volume_create(struct engine *e, const struct cmd *c, char *err, size_
 	if (rc)
 		goto out_rollback;
 	rc = add_bvs(e, v, r.save, &added);
+	if (!rc)
+		rc = sync_new_files(e, v, true, added);
 	if (rc)
 		goto out_rollback;
 	rc = catalog_commit(e->cat);
@@ -1269,6 +1306,8 @@ static int cmd_bv_add(struct engine *e, const struct cmd *c, char *err, size_t e
 	if (rc)
 		return rc;
 	rc = add_bvs(e, v, c->count, &added);
+	if (!rc)
+		rc = sync_new_files(e, v, false, added);
 	if (!rc)
 		rc = catalog_commit(e->cat);
 	if (rc) {

@@ -132,3 +132,34 @@ def test_restore_by_date_picks_the_tape_history_of_that_time(mount):
     r = m.parse_reply(m.ctl(f"restore -t {later} -m TAPE", vol="db"))
     assert r["version"] == rep["version"] and r["media"] == "TAPE"
     assert m.vol("db", "data").read_bytes() == ref
+
+
+# --------------------------- new volume files are synced (issue 21, review)
+
+def test_new_volume_and_bv_files_are_synced_before_the_commit(mount_factory):
+    """volume create and bv add fsync the new tv.img and BV files (and their
+    directory) through the fault layer before the catalog names them: an
+    EIO at any of those fsyncs fails the command cleanly (nothing created,
+    no files left), and the next attempt succeeds. (The mount does no data
+    I/O, so data:N is the N-th data operation of the commands below.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACMFS_FAULT")}
+    m = mount_factory(env={**env, "ACMFS_FAULT": "data:1:eio,data:3:eio"})
+    vols = m.store / "vol"
+    before = sorted(p.name for p in vols.iterdir())
+    err, reply = m.ctl_err("volume create db 4M save=2")   # data:1, tv.img's fsync
+    assert err == errno.EIO, reply
+    err, reply = m.ctl_err("volume create db 4M save=2")   # data:3, bv1's fsync
+    assert err == errno.EIO, reply
+    assert sorted(p.name for p in vols.iterdir()) == before
+    assert "db" not in m.path("devdisp").read_text()
+    m.create_volume("db", "4M", save=2)
+    m.stop()
+    m.env = {**env, "ACMFS_FAULT": "data:1:eio"}
+    m.start()
+    (vdir,) = [d.parent for d in vols.glob("*/tv.img")]
+    imgs = sorted(p.name for p in vdir.glob("bv*.img"))
+    err, reply = m.ctl_err("bv add db")
+    assert err == errno.EIO, reply
+    assert sorted(p.name for p in vdir.glob("bv*.img")) == imgs
+    m.parse_reply(m.ctl("bv add db"))
+    assert len(list(vdir.glob("bv*.img"))) == len(imgs) + 1
