@@ -170,9 +170,10 @@ int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf 
 
 	if (c->media == MEDIA_TAPE)
 		return tape_backup_direct(e, v, c, reply, err, errlen);
-	rc = engine_run_hook(e, v, "backup.pre", err, errlen);
+	rc = engine_hook_pre(e, v, "backup", err, errlen);
 	if (rc)
 		return rc;
+	/* from here on every way out runs backup.post */
 	pthread_mutex_lock(&e->lock);
 	if (v->restoring) {
 		rc = errf(err, errlen, -EBUSY, "a restore of %s is running", v->row.name);
@@ -277,7 +278,7 @@ int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf 
 		  c->media == MEDIA_BOTH ? "BOTH" : "DISK", c->differential, full ? "full" : "diff",
 		  (unsigned long long)j->total, v->row.name);
 	pthread_mutex_unlock(&e->lock);
-	engine_run_hook(e, v, "backup.post", err, errlen);
+	engine_hook_post(e, v, "backup", 0, NULL);
 	err[0] = 0;
 	return 0;
 out_rollback:
@@ -293,6 +294,7 @@ out_unlock:
 	pthread_mutex_unlock(&e->lock);
 	if (!err[0])
 		errf(err, errlen, rc, "backup failed: %s", strerror(-rc));
+	engine_hook_post(e, v, "backup", rc, err);
 	return rc;
 }
 
@@ -1117,9 +1119,10 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	int fd = -1, rc;
 	struct pool *p = NULL;
 
-	rc = engine_run_hook(e, v, "restore.pre", err, errlen);
+	rc = engine_hook_pre(e, v, "restore", err, errlen);
 	if (rc)
 		return rc;
+	/* from here on every way out runs restore.post (at out_unlock) */
 	pthread_mutex_lock(&e->lock);
 	src.h = select_hist(v, c, c->media, true);
 	if (!src.h) {
@@ -1245,8 +1248,6 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 		     (unsigned long long)d.copied, strerror(-rc));
 	if (to_tv && e->inval_data)
 		e->inval_data(e->inval_arg, (uint64_t)v->row.id);
-	if (!rc)
-		engine_run_hook(e, v, "restore.post", err, errlen);
 out_end:
 	if (fd >= 0)
 		close(fd);
@@ -1287,6 +1288,10 @@ out_end:
 	}
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
+	if (rc && !err[0])
+		errf(err, errlen, rc, "restore failed: %s", strerror(-rc));
+	/* after the volume is usable again (restoring cleared, state recorded) */
+	engine_hook_post(e, v, "restore", rc, err);
 	return rc;
 }
 
@@ -1298,7 +1303,7 @@ int do_tphistcopy(struct engine *e, struct vol *v, const struct cmd *c, struct s
 	struct history *h;
 	int rc;
 
-	rc = engine_run_hook(e, v, "tapecopy.pre", err, errlen);
+	rc = engine_hook_pre(e, v, "tapecopy", err, errlen);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&e->lock);
@@ -1336,6 +1341,12 @@ int do_tphistcopy(struct engine *e, struct vol *v, const struct cmd *c, struct s
 		  v->row.name, (unsigned long long)h->row.version, h->row.pool, v->row.name);
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
+	/* a copy that started runs tapecopy.post when it ends (tjob_main) */
+	if (rc) {
+		if (!err[0])
+			errf(err, errlen, rc, "tape copy failed: %s", strerror(-rc));
+		engine_hook_post(e, v, "tapecopy", rc, err);
+	}
 	return rc;
 }
 

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,8 +24,6 @@
 #include "log.h"
 
 #define LOG_PREFIX "engine"
-
-extern char **environ;
 
 /* ---------- logs ---------- */
 
@@ -114,41 +113,302 @@ void engine_log(struct engine *e, const char *fmt, ...)
 
 /* ---------- hooks ---------- */
 
-int engine_run_hook(struct engine *e, struct vol *v, const char *hook, char *err, size_t errlen)
-{
-	char path[PATH_MAX + 64], data[PATH_MAX + 128];
-	char *argv[4];
-	pid_t pid;
-	int status, rc;
+/* after SIGTERM, a hook's process group has this long before SIGKILL */
+#define HOOK_GRACE_S 5
 
-	snprintf(path, sizeof(path), "%s/hooks/%s", e->store, hook);
-	if (access(path, X_OK))
-		return 0;
+/* A hook file, the hooks directory and the store must be the daemon's (or
+ * root's), not group- or world-writable, and not symbolic links: a hook runs
+ * with the daemon's rights. 0, or -EPERM with the reason. */
+static int hook_errf(char *err, size_t errlen, int rc, const char *fmt, ...) ACM_PRINTF(4, 5);
+static int hook_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static int hook_check_one(const char *path, bool dir, char *err, size_t errlen)
+{
+	struct stat st;
+	uid_t me = geteuid();
+
+	if (lstat(path, &st))
+		return hook_errf(err, errlen, -errno, "cannot check %s: %s", path, strerror(errno));
+	if (S_ISLNK(st.st_mode))
+		return hook_errf(err, errlen, -EPERM, "%s is a symbolic link (hooks must be files)",
+		                 path);
+	if (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+		return hook_errf(err, errlen, -EPERM, "%s is not a %s", path,
+		                 dir ? "directory" : "regular file");
+	if (st.st_uid != me && st.st_uid != 0)
+		return hook_errf(err, errlen, -EPERM,
+		                 "%s is owned by uid %u, not by the daemon's user (%u) or root",
+		                 path, (unsigned)st.st_uid, (unsigned)me);
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return hook_errf(err, errlen, -EPERM, "%s is group- or world-writable (mode %04o)",
+		                 path, (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
+/* STORE/hooks/<hook> into path: 1 = no hook (absent, or not executable: a
+ * disabled hook), 0 = one to run, -EPERM = one refused (err says why). */
+static int hook_find(struct engine *e, const char *hook, char *path, size_t plen, char *err,
+                     size_t errlen)
+{
+	char dir[sizeof(e->store) + 8], why[PATH_MAX + 128] = "";
+	struct stat st;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/hooks", e->store);
+	snprintf(path, plen, "%s/%s", dir, hook);
+	if (lstat(path, &st)) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return 1;
+		return hook_errf(err, errlen, -EPERM, "hook %s refused: cannot check %s: %s", hook,
+		                 path, strerror(errno));
+	}
+	if (S_ISREG(st.st_mode) && access(path, X_OK))
+		return 1;
+	rc = hook_check_one(e->store, true, why, sizeof(why));
+	if (!rc)
+		rc = hook_check_one(dir, true, why, sizeof(why));
+	if (!rc)
+		rc = hook_check_one(path, false, why, sizeof(why));
+	if (rc)
+		return hook_errf(err, errlen, -EPERM, "hook %s refused: %s", hook, why);
+	return 0;
+}
+
+struct hook_env {
+	char *vars[16];
+	int n;
+	size_t used;
+	char buf[3 * PATH_MAX + 4096];
+};
+
+static void hook_env_add(struct hook_env *he, const char *name, const char *value)
+{
+	size_t room = sizeof(he->buf) - he->used;
+	int k;
+
+	if (!value || he->n >= (int)ACM_ARRAY_SIZE(he->vars) - 1)
+		return;
+	k = snprintf(he->buf + he->used, room, "%s=%s", name, value);
+	if (k < 0 || (size_t)k >= room)
+		return;
+	he->vars[he->n++] = he->buf + he->used;
+	he->vars[he->n] = NULL;
+	he->used += (size_t)k + 1;
+	/* one line: a reason carries no newline or other control character */
+	for (char *c = he->vars[he->n - 1]; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = ' ';
+}
+
+/* The whole environment of a hook: nothing of the daemon's but PATH, HOME
+ * and the locale (no credentials, no ACMFS_FAULT*, no LD_*). */
+static void hook_env_fill(struct hook_env *he, struct engine *e, struct vol *v, const char *hook,
+                          const char *data, const char *result, const char *why)
+{
+	static const char *const keep[] = {"HOME", "LANG", "LC_ALL", "TZ"};
+	const char *p = getenv("PATH");
+	const char *dflt = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+	he->n = 0;
+	he->used = 0;
+	he->vars[0] = NULL;
+	hook_env_add(he, "PATH", p && *p ? p : dflt);
+	for (size_t i = 0; i < ACM_ARRAY_SIZE(keep); i++)
+		hook_env_add(he, keep[i], getenv(keep[i]));
+	hook_env_add(he, "ACMFS_HOOK", hook);
+	hook_env_add(he, "ACMFS_VOLUME", v->row.name);
+	hook_env_add(he, "ACMFS_DATA", data);
+	hook_env_add(he, "ACMFS_STORE", e->store);
+	if (e->mountpoint[0])
+		hook_env_add(he, "ACMFS_MOUNTPOINT", e->mountpoint);
+	if (result)
+		hook_env_add(he, "ACMFS_RESULT", result);
+	if (why && why[0])
+		hook_env_add(he, "ACMFS_ERROR", why);
+}
+
+static int hook_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[])
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, dfl;
+	int rc;
+
+	sigemptyset(&none);
+	sigemptyset(&dfl);
+	sigaddset(&dfl, SIGPIPE);
+	sigaddset(&dfl, SIGTERM);
+	sigaddset(&dfl, SIGINT);
+	sigaddset(&dfl, SIGHUP);
+	rc = posix_spawn_file_actions_init(&fa);
+	if (rc)
+		return rc;
+	rc = posix_spawnattr_init(&at);
+	if (rc) {
+		posix_spawn_file_actions_destroy(&fa);
+		return rc;
+	}
+	rc = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+	/* a process group of its own, so that a timeout kills all of it */
+	if (!rc)
+		rc = posix_spawnattr_setpgroup(&at, 0);
+	if (!rc)
+		rc = posix_spawnattr_setsigmask(&at, &none);
+	if (!rc)
+		rc = posix_spawnattr_setsigdefault(&at, &dfl);
+	if (!rc)
+		rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+		                                       POSIX_SPAWN_SETSIGDEF);
+	if (!rc)
+		rc = posix_spawn(pid, path, &fa, &at, argv, envp);
+	posix_spawnattr_destroy(&at);
+	posix_spawn_file_actions_destroy(&fa);
+	return rc;
+}
+
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits for the hook; past timeout_s its process group gets SIGTERM, then
+ * SIGKILL HOOK_GRACE_S later. The leader is left a zombie until then
+ * (WNOWAIT), so that its group id cannot be reused by the time of the kill. */
+static int hook_wait(pid_t pid, unsigned timeout_s, int *status, bool *timed_out)
+{
+	double t0 = mono_s(), kill_at = 0;
+	long nap_us = 1000;
+
+	*timed_out = false;
+	for (;;) {
+		siginfo_t si;
+		memset(&si, 0, sizeof(si));
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (si.si_pid == pid)
+			break;
+		double now = mono_s();
+		if (!*timed_out && now - t0 >= timeout_s) {
+			*timed_out = true;
+			kill(-pid, SIGTERM);
+			kill_at = now + HOOK_GRACE_S;
+		} else if (*timed_out && now >= kill_at) {
+			break;
+		}
+		struct timespec nap = {0, nap_us * 1000};
+		nanosleep(&nap, NULL);
+		if (nap_us < 50000)
+			nap_us *= 2;
+	}
+	if (*timed_out)
+		kill(-pid, SIGKILL);
+	while (waitpid(pid, status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+/* Runs STORE/hooks/<hook> (already found by hook_find) for v. 0, or
+ * -ECANCELED (it failed or timed out), -EIO (it could not run; *started
+ * false), with err. */
+static int hook_exec(struct engine *e, struct vol *v, const char *hook, const char *path,
+                     const char *result, const char *why, bool *started, char *err, size_t errlen)
+{
+	char data[PATH_MAX + 128], apath[PATH_MAX + 64];
+	struct hook_env *he;
+	char *argv[4];
+	bool timed_out;
+	pid_t pid;
+	int status = 0, rc;
+
+	*started = false;
 	if (e->mountpoint[0])
 		snprintf(data, sizeof(data), "%s/volumes/%s/data", e->mountpoint, v->row.name);
 	else
 		snprintf(data, sizeof(data), "%s", v->tv_path);
-	argv[0] = path;
+	he = malloc(sizeof(*he));
+	if (!he)
+		return hook_errf(err, errlen, -ENOMEM, "hook %s could not run: out of memory",
+		                 hook);
+	hook_env_fill(he, e, v, hook, data, result, why);
+	snprintf(apath, sizeof(apath), "%s", path);
+	argv[0] = apath;
 	argv[1] = v->row.name;
 	argv[2] = data;
 	argv[3] = NULL;
-	rc = posix_spawn(&pid, path, NULL, NULL, argv, environ);
-	if (rc) {
-		snprintf(err, errlen, "hook %s could not run: %s", hook, strerror(rc));
-		return -EIO;
-	}
-	while (waitpid(pid, &status, 0) < 0) {
-		if (errno != EINTR) {
-			snprintf(err, errlen, "hook %s: wait failed", hook);
-			return -EIO;
-		}
-	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
-		snprintf(err, errlen, "hook %s failed (status %d)", hook,
-			 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-		return -ECANCELED;
-	}
+	rc = hook_spawn(&pid, path, argv, he->vars);
+	free(he);
+	if (rc)
+		return hook_errf(err, errlen, -EIO, "hook %s could not run: %s", hook,
+		                 strerror(rc));
+	*started = true;
+	rc = hook_wait(pid, e->hook_timeout_s, &status, &timed_out);
+	if (rc)
+		return hook_errf(err, errlen, -EIO, "hook %s: wait failed: %s", hook,
+		                 strerror(-rc));
+	if (timed_out)
+		return hook_errf(err, errlen, -ECANCELED,
+		                 "hook %s timed out after %u s (killed; -o hook_timeout=)", hook,
+		                 e->hook_timeout_s);
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		return hook_errf(err, errlen, -ECANCELED, "hook %s failed (status %d)", hook,
+		                 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 	return 0;
+}
+
+int engine_hook_pre(struct engine *e, struct vol *v, const char *op, char *err, size_t errlen)
+{
+	char pre[64], post[64], path[PATH_MAX + 64], ppath[PATH_MAX + 64];
+	bool started;
+	int rc;
+
+	snprintf(pre, sizeof(pre), "%s.pre", op);
+	snprintf(post, sizeof(post), "%s.post", op);
+	/* a .post that would be refused is refused before anything runs */
+	rc = hook_find(e, post, ppath, sizeof(ppath), err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = hook_find(e, pre, path, sizeof(path), err, errlen);
+	if (rc < 0)
+		return rc;
+	if (rc > 0)
+		return 0;
+	rc = hook_exec(e, v, pre, path, NULL, NULL, &started, err, errlen);
+	/* it ran (and may have frozen something): its .post runs all the same */
+	if (rc && started)
+		engine_hook_post(e, v, op, rc, err);
+	return rc;
+}
+
+void engine_hook_post(struct engine *e, struct vol *v, const char *op, int rc, const char *why)
+{
+	char hook[64], path[PATH_MAX + 64], err[512] = "";
+	bool started;
+	int k;
+
+	snprintf(hook, sizeof(hook), "%s.post", op);
+	k = hook_find(e, hook, path, sizeof(path), err, sizeof(err));
+	if (k == 0)
+		k = hook_exec(e, v, hook, path, rc ? "failed" : "succeeded",
+		              rc ? (why && why[0] ? why : strerror(-rc)) : NULL, &started, err,
+		              sizeof(err));
+	/* the operation is done (or failed) already: this is only told */
+	if (k < 0)
+		vol_log(v, "error: %s (%s)", err, util_errname(k));
 }
 
 /* ---------- threads ---------- */
@@ -876,6 +1136,7 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 	e->inval_data = o->inval_data;
 	e->inval_arg = o->inval_arg;
 	e->flush_ms = o->flush_ms ? o->flush_ms : 5000;
+	e->hook_timeout_s = o->hook_timeout_s ? o->hook_timeout_s : ENGINE_HOOK_TIMEOUT_S;
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
 

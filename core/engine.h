@@ -35,7 +35,12 @@ struct engine_opts {
 	/* this host's name in tables, status.json and every manifest it writes
 	 * (-o host=); NULL: the machine's host name. 1-63 of [A-Za-z0-9._-]. */
 	const char *host;
+	/* a hook running longer is killed and fails (-o hook_timeout=); 0: the
+	 * default, ENGINE_HOOK_TIMEOUT_S */
+	unsigned hook_timeout_s;
 };
+
+#define ENGINE_HOOK_TIMEOUT_S 300
 
 /* a name -o host= accepts: 1-63 of [A-Za-z0-9._-] */
 bool engine_host_name_ok(const char *name);

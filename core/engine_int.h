@@ -131,6 +131,7 @@ struct engine {
 	pthread_t flusher;
 	bool flusher_started;
 	unsigned flush_ms;
+	unsigned hook_timeout_s; /* -o hook_timeout= */
 	struct metrics m;
 };
 
@@ -155,7 +156,17 @@ void vol_io_error(struct vol *v, bool write, const char *what, uint64_t version,
 void engine_log(struct engine *e, const char *fmt, ...) ACM_PRINTF(2, 3);
 struct bvol *vol_bv_by_name(struct vol *v, const char *name);
 struct history *vol_hist(struct vol *v, uint64_t version);
-int engine_run_hook(struct engine *e, struct vol *v, const char *hook, char *err, size_t errlen);
+/* Hooks STORE/hooks/<op>.pre and <op>.post (op: backup, restore, tapecopy).
+ * engine_hook_pre checks both files first (owner, mode, no symlinks: -EPERM,
+ * nothing runs), then runs .pre if there is one. 0: go on, and the caller
+ * must call engine_hook_post once, whatever the outcome. < 0 (err says why):
+ * the operation must not run; if .pre had started, its .post has run already
+ * (ACMFS_RESULT=failed). A hook past e->hook_timeout_s is killed (its process
+ * group) and fails -ECANCELED. */
+int engine_hook_pre(struct engine *e, struct vol *v, const char *op, char *err, size_t errlen);
+/* .post with the outcome (rc 0: succeeded, else failed, why: the reason);
+ * a refused, failing or timed-out .post is logged, not returned. */
+void engine_hook_post(struct engine *e, struct vol *v, const char *op, int rc, const char *why);
 void engine_thread_start(struct engine *e); /* under e->lock */
 void engine_thread_end(struct engine *e);   /* takes e->lock */
 struct pool *engine_pool(struct engine *e, const char *name);

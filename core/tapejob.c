@@ -177,7 +177,9 @@ static void *tjob_main(void *arg)
 	tape_empty_trash(e);
 	pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->lock);
-	engine_run_hook(e, v, "tapecopy.post", err, sizeof(err));
+	if (rc && !err[0])
+		snprintf(err, sizeof(err), "%s", strerror(-rc));
+	engine_hook_post(e, v, "tapecopy", rc, err);
 	tjob_free(t);
 	engine_thread_end(e);
 	return NULL;
@@ -288,9 +290,10 @@ int tape_backup_direct(struct engine *e, struct vol *v, const struct cmd *c, str
 		snprintf(err, errlen, "tape tier not available");
 		return -EIO;
 	}
-	rc = engine_run_hook(e, v, "backup.pre", err, errlen);
+	rc = engine_hook_pre(e, v, "backup", err, errlen);
 	if (rc)
 		return rc;
+	/* from here on every way out runs backup.post */
 	pthread_mutex_lock(&e->lock);
 	if (v->restoring) {
 		snprintf(err, errlen, "a restore of %s is running", v->row.name);
@@ -373,7 +376,7 @@ int tape_backup_direct(struct engine *e, struct vol *v, const struct cmd *c, str
 		  v->row.name, (unsigned long long)h->row.version,
 		  (unsigned long long)v->nr_grains, v->row.name);
 	pthread_mutex_unlock(&e->lock);
-	engine_run_hook(e, v, "backup.post", err, errlen);
+	engine_hook_post(e, v, "backup", 0, NULL);
 	err[0] = 0;
 	return 0;
 out_free:
@@ -391,6 +394,7 @@ out_unlock:
 	pthread_mutex_unlock(&e->lock);
 	if (!err[0])
 		snprintf(err, errlen, "tape backup failed: %s", strerror(-rc));
+	engine_hook_post(e, v, "backup", rc, err);
 	return rc;
 }
 

@@ -1,7 +1,8 @@
 /*
  * main.c — the acmfs daemon: `acmfs [-f] [-o opts] STORE MOUNTPOINT`.
  *
- * Parses options (ours: -o writeback, -o flush_ms=N; the rest go to libfuse),
+ * Parses options (ours: -o writeback, -o flush_ms=N, -o hook_timeout=S, …; the
+ * rest go to libfuse),
  * opens the engine on STORE (creating it, taking its lock), mounts, runs the
  * multi-threaded FUSE loop until unmount or SIGTERM/SIGINT, then closes the
  * engine cleanly (copies finish, tracking is flushed).
@@ -27,6 +28,7 @@ struct opts {
 	int writeback;
 	int flush_ms;
 	int readahead_kb;
+	int hook_timeout;
 	int show_help;
 	int show_version;
 	int check;
@@ -40,6 +42,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("writeback", writeback, 1),
 	OPT("flush_ms=%d", flush_ms, 0),
 	OPT("readahead_kb=%d", readahead_kb, 0),
+	OPT("hook_timeout=%d", hook_timeout, 0),
 	OPT("host=%s", host, 0),
 	OPT("--check", check, 1),
 	OPT("--repair", repair, 1),
@@ -73,6 +76,8 @@ static void usage(const char *prog)
 	       "    -o flush_ms=N       period of the tracking map flush (default 5000)\n"
 	       "    -o readahead_kb=N   kernel read-ahead for the mount (default 1024; 0 keeps\n"
 	       "                        the kernel's 128; setting it needs root)\n"
+	       "    -o hook_timeout=S   kill a hook (its process group) still running after S\n"
+	       "                        seconds; the operation then fails (default 300)\n"
 	       "    -o host=NAME        this host's name in the tables and in every manifest it\n"
 	       "                        writes to a shared pool (default: the machine's name)\n"
 	       "    -o allow_other      let other users in (default_permissions is then forced;\n"
@@ -115,7 +120,7 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts cl;
-	struct opts o = {.readahead_kb = 1024};
+	struct opts o = {.readahead_kb = 1024, .hook_timeout = ENGINE_HOOK_TIMEOUT_S};
 	struct fs fs = { 0 };
 	struct engine_opts eo = { 0 };
 	struct fuse_loop_config *lc = NULL;
@@ -155,6 +160,14 @@ int main(int argc, char *argv[])
 		fs.allow_other = true;
 		fuse_opt_add_arg(&args, "-odefault_permissions");
 	}
+	if (o.hook_timeout < 1 || o.hook_timeout > 86400) {
+		fprintf(stderr, "acmfs: hook_timeout=%d: must be 1 to 86400 seconds\n",
+			o.hook_timeout);
+		free(o.store);
+		free(o.host);
+		fuse_opt_free_args(&args);
+		return 1;
+	}
 	if (fuse_parse_cmdline(&args, &cl) != 0)
 		return 1;
 	if (!o.store || !cl.mountpoint) {
@@ -178,6 +191,7 @@ int main(int argc, char *argv[])
 	eo.inval_arg = &fs;
 	eo.flush_ms = o.flush_ms > 0 ? (unsigned)o.flush_ms : 0;
 	eo.host = o.host;
+	eo.hook_timeout_s = (unsigned)o.hook_timeout;
 	if (engine_open(&eo, &fs.e, err, sizeof(err))) {
 		fprintf(stderr, "acmfs: %s\n", err);
 		goto out_args;
