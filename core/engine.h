@@ -95,6 +95,10 @@ ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off);
 ssize_t vol_write(struct vol *v, const void *buf, size_t len, uint64_t off);
 int vol_fsync(struct vol *v, bool datasync);
 int64_t vol_seek_data(struct vol *v, uint64_t off, int whence);
+/* st_blocks of the data file: the 512-byte blocks its backing file (the TV)
+ * has allocated, at most the size rounded up. Never 0 while the file holds
+ * data (GNU tar takes st_blocks == 0 for a file of holes only). */
+uint64_t vol_data_blocks(struct vol *v);
 
 /* ---- histories ---- */
 struct hist_entry {
@@ -124,6 +128,12 @@ int64_t himg_seek(struct himg *im, uint64_t off, int whence);
 uint64_t himg_size(const struct himg *im);
 /* Whether the image is read from the tape tier (HIMG_BEST resolved). */
 bool himg_from_tape(const struct himg *im);
+/* st_blocks of a history image (kind as himg_open; no image is opened, no
+ * tape tier I/O): an upper bound of the 512-byte blocks holding its data, at
+ * most the size rounded up, never 0 while it may hold data. A disk image: the
+ * allocation of the files its bytes come from; a tape image: its non-zero
+ * grains from the catalog. 0 or -ENOENT. */
+int vol_image_blocks(struct vol *v, uint64_t version, enum himg_kind kind, uint64_t *out);
 void himg_close(struct himg *im);
 /* rm disk.img / tape.img / rmdir: histdel of one version and media */
 int vol_histdel_version(struct vol *v, uint64_t version, bool disk, bool tape);

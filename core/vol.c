@@ -286,6 +286,88 @@ int64_t vol_seek_data(struct vol *v, uint64_t off, int whence)
 	return r > (off_t)v->row.size_bytes ? (int64_t)v->row.size_bytes : r;
 }
 
+/* ---------- allocation (st_blocks) ---------- */
+
+static uint64_t blocks_cap(uint64_t size)
+{
+	return (size + 511) / 512;
+}
+
+/* 512-byte blocks the file fd (size bytes long) has allocated, at most
+ * blocks_cap(size). A file that reports none although SEEK_DATA finds data
+ * in it (inline data, a file system that does not count blocks), or whose
+ * allocation cannot be had, counts as fully allocated: overstating costs a
+ * reader a slow copy, understating may cost it data. (lseek moves the
+ * shared file offset: every I/O on these descriptors is positional.) */
+static uint64_t fd_blocks(int fd, uint64_t size)
+{
+	struct stat st;
+	uint64_t b;
+
+	if (fstat(fd, &st))
+		return blocks_cap(size);
+	b = st.st_blocks > 0 ? (uint64_t)st.st_blocks : 0;
+	if (b == 0 && size) {
+		off_t d = lseek(fd, 0, SEEK_DATA);
+		if (!(d < 0 && errno == ENXIO) && !(d >= 0 && (uint64_t)d >= size))
+			return blocks_cap(size);
+	}
+	return b < blocks_cap(size) ? b : blocks_cap(size);
+}
+
+uint64_t vol_data_blocks(struct vol *v)
+{
+	return fd_blocks(v->tv_fd, v->row.size_bytes);
+}
+
+int vol_image_blocks(struct vol *v, uint64_t version, enum himg_kind kind, uint64_t *out)
+{
+	struct engine *e = v->e;
+	uint64_t size = v->row.size_bytes, b;
+	struct history *h;
+	int rc = 0;
+
+	/* e->lock: h->bv and h->job change under it, and the BV stays open */
+	pthread_mutex_lock(&e->lock);
+	h = vol_hist(v, version);
+	if (!h) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (kind == HIMG_BEST)
+		kind = hist_disk_ok(h) ? HIMG_DISK : HIMG_TAPE;
+	if (kind == HIMG_DISK) {
+		if (!h->bv) {
+			rc = -ENOENT;
+			goto out;
+		}
+		/* Read from the BV; while its copy job runs, the grains still
+		 * pending come from the TV: the image's data lies in the union of
+		 * both files' allocations, so their sum is an upper bound (the
+		 * larger of the two is not: the pending part of the TV and the
+		 * copied part of the BV may not overlap). */
+		b = fd_blocks(h->bv->fd, size);
+		if (h->job)
+			b += fd_blocks(v->tv_fd, size);
+	} else if (h->row.tape_status != HS_SUCCEEDED) {
+		/* not readable yet (or failed): claim nothing about its holes */
+		b = blocks_cap(size);
+	} else {
+		/* every non-zero grain is one block of the manifest (the tier
+		 * checks blocks_total against the references when it decodes
+		 * one; the catalog keeps that count): no manifest read here. A
+		 * count of 0 is reported as 1 block, so that a catalog that were
+		 * wrong could not make tar skip the file's contents. */
+		b = h->row.blocks * (v->row.grain_bytes / 512);
+		if (b == 0 && size)
+			b = 1;
+	}
+	*out = b < blocks_cap(size) ? b : blocks_cap(size);
+out:
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
 int vol_track_flush(struct vol *v)
 {
 	/* a write marks its region's intent bit before it changes any era: with no

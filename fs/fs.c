@@ -258,6 +258,9 @@ static int do_getattr(struct fs *fs, fuse_ino_t ino, struct stat *st)
 	case K_DATA:
 		fill_attr(fs, ino, S_IFREG | (fs->allow_other ? 0644 : 0600), vol_size(v),
 			  vol_mtime(v), st);
+		/* what the TV has allocated: cp, rsync, tar and qemu-img look for
+		 * holes (SEEK_DATA) only in a file with fewer blocks than bytes */
+		st->st_blocks = (blkcnt_t)vol_data_blocks(v);
 		break;
 	case K_CTL:
 		fill_attr(fs, ino, S_IFREG | 0600, 0, now, st);
@@ -299,7 +302,16 @@ static int do_getattr(struct fs *fs, fuse_ino_t ino, struct stat *st)
 		else if (p.kind == K_VINFO)
 			fill_attr(fs, ino, rmode(fs), 0, he.date, st);
 		else {
+			uint64_t blocks;
+			rc = vol_image_blocks(v, p.num,
+					      p.kind == K_IMAGE	   ? HIMG_BEST
+					      : p.kind == K_DISKIMG ? HIMG_DISK
+								    : HIMG_TAPE,
+					      &blocks);
+			if (rc)
+				break;
 			fill_attr(fs, ino, rmode(fs), vol_size(v), he.date, st);
+			st->st_blocks = (blkcnt_t)blocks;
 			/* A tape image is read without the page cache (see op_open):
 			 * each read(2) is one FUSE request, and cp and friends read
 			 * st_blksize at a time, so make that the largest request.
@@ -318,7 +330,13 @@ static int do_getattr(struct fs *fs, fuse_ino_t ino, struct stat *st)
 
 static double attr_timeout(enum kind k)
 {
-	/* the data file's size never changes; history entries come and go */
+	/* The data file's size never changes, and its st_blocks (allocation)
+	 * does only through writes and restores: the kernel drops the
+	 * allocation it cached on each write through the mount (with -o
+	 * writeback: when the write reaches us), and a restore invalidates the
+	 * inode (fs_inval_data). History entries
+	 * come and go; a disk image's st_blocks shrinks, never grows, once its
+	 * copy job ends (an upper bound cached a while stays one). */
 	return k == K_DATA ? 60.0 : k == K_IMAGE || k == K_DISKIMG || k == K_TAPEIMG ? 5.0 : 0.0;
 }
 
