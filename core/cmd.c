@@ -150,6 +150,41 @@ static int parse_save(struct cmd *c, const char *val, char *err, size_t errlen)
 	return 0;
 }
 
+/* Volume geometry limits (README, "Limits"). The largest volume is the
+ * largest the tape format describes (docs/tape-format.md). The number of
+ * grains bounds the per-grain state a volume keeps in RAM and on disk (era
+ * map, copy-job and upload bitmaps; today 8 bytes of RAM per grain for the
+ * era map): 2^28 grains is 16 TiB at the default grain, 1 TiB at the
+ * smallest. (Pool import, core/tapejob.c, takes a manifest's geometry as
+ * it comes, up to the tape format's 2^30 grains: such a volume was made
+ * elsewhere.) */
+#define VOL_MAX_BYTES (64 * 1024 * ACM_GiB)
+#define VOL_MAX_GRAINS (1ULL << 28)
+#define GRAIN_MIN (4 * ACM_KiB)
+#define GRAIN_MAX (16 * ACM_MiB)
+#define GRAIN_DEFAULT (64 * ACM_KiB) /* what engine_volume_create gives grain=0 */
+
+static uint64_t grains_of(uint64_t size, uint64_t grain)
+{
+	return size / grain + (size % grain != 0);
+}
+
+static int check_geometry(const struct cmd *c, char *err, size_t errlen)
+{
+	uint64_t grain = c->grain_bytes ? c->grain_bytes : GRAIN_DEFAULT, need = grain;
+
+	if (grains_of(c->size_bytes, grain) <= VOL_MAX_GRAINS)
+		return 0;
+	while (grains_of(c->size_bytes, need) > VOL_MAX_GRAINS)
+		need <<= 1; /* at most 256 KiB: 64 TiB / 2^28 */
+	return fail(err, errlen,
+		    "volume too large for grain %lluK%s: %llu grains, the most is %llu "
+		    "(1 TiB at grain 4K, 16 TiB at 64K, 64 TiB at 256K): give grain=%lluK or larger",
+		    (unsigned long long)(grain / ACM_KiB), c->grain_bytes ? "" : " (the default)",
+		    (unsigned long long)grains_of(c->size_bytes, grain),
+		    (unsigned long long)VOL_MAX_GRAINS, (unsigned long long)(need / ACM_KiB));
+}
+
 static int parse_volume_create(struct toks *t, struct cmd *c, char *err, size_t errlen)
 {
 	int rc;
@@ -163,8 +198,8 @@ static int parse_volume_create(struct toks *t, struct cmd *c, char *err, size_t 
 		return fail(err, errlen, "invalid size '%.40s'", t->w[3]);
 	if (c->size_bytes == 0 || c->size_bytes % (4 * ACM_KiB))
 		return fail(err, errlen, "size must be a non-zero multiple of 4 KiB");
-	if (c->size_bytes > 64 * ACM_GiB * 1024)
-		return fail(err, errlen, "size over 64 TiB");
+	if (c->size_bytes > VOL_MAX_BYTES)
+		return fail(err, errlen, "size over 64 TiB, the largest volume: '%.40s'", t->w[3]);
 	for (int i = 4; i < t->n; i++) {
 		const char *val;
 		if ((val = kv(t->w[i], "save"))) {
@@ -174,8 +209,8 @@ static int parse_volume_create(struct toks *t, struct cmd *c, char *err, size_t 
 		} else if ((val = kv(t->w[i], "grain"))) {
 			if (c->grain_bytes)
 				return fail(err, errlen, "grain= given twice");
-			if (util_parse_size(val, &c->grain_bytes) || c->grain_bytes < 4 * ACM_KiB ||
-			    c->grain_bytes > 16 * ACM_MiB ||
+			if (util_parse_size(val, &c->grain_bytes) || c->grain_bytes < GRAIN_MIN ||
+			    c->grain_bytes > GRAIN_MAX ||
 			    (c->grain_bytes & (c->grain_bytes - 1)))
 				return fail(err, errlen,
 					    "grain must be a power of two from 4K to 16M: '%.40s'", val);
@@ -187,7 +222,7 @@ static int parse_volume_create(struct toks *t, struct cmd *c, char *err, size_t 
 			return fail(err, errlen, "unknown option '%.40s'", t->w[i]);
 		}
 	}
-	return 0;
+	return check_geometry(c, err, errlen);
 }
 
 static int parse_policy(struct toks *t, struct cmd *c, char *err, size_t errlen)
