@@ -45,7 +45,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 PKGS=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
 	libsqlite3-dev sqlite3 libcmocka-dev libcurl4-openssl-dev libssl-dev libisal-dev
 	python3 python3-pytest e2fsprogs util-linux fio awscli nodejs npm
-	scdoc valgrind libclang-rt-14-dev
+	scdoc valgrind libclang-rt-14-dev rsync qemu-utils
 	ceph-mon ceph-osd ceph-mgr radosgw ceph-common faketime)
 # multi-buffer SHA-256 (tape/hashv.h): packaged for amd64 only, optional in the build
 [[ $(dpkg --print-architecture) == amd64 ]] && PKGS+=(libipsec-mb-dev)
