@@ -555,7 +555,7 @@ int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tie
 	    opt_u64(opts, "threads", 4, 1, 64, &threads) ||
 	    opt_u64(opts, "cache_mb", 64, 1, 1u << 20, &cache_mb) ||
 	    opt_u64(opts, "readahead_mb", 64, 0, 4096, &ra_mb) ||
-	    opt_u64(opts, "lock_stale", 1800, 2, 7 * 86400, &lock_stale) ||
+	    opt_u64(opts, "lock_stale", 1800, 6, 7 * 86400, &lock_stale) ||
 	    opt_u64(opts, "lock_wait", 1800, 0, 7 * 86400, &lock_wait)) {
 		snprintf(err, errlen, "bad pool option (pack_mb, threads, cache_mb, readahead_mb, "
 				      "lock_stale, lock_wait)");

@@ -8,6 +8,10 @@
  *   pack_mb=N (pack target, default 32)  threads=N (default 4)
  *   cache_mb=N (per-image verified-block cache, default 64)
  *   readahead_mb=N (default 64)
+ *   multipart_mb=N (S3: objects above it go up in parts of it, default 64)
+ *   lock_stale=S (another process's bucket lock unrefreshed for S seconds
+ *   of store time is stale, default 1800, at least 6: store times have a
+ *   second's grain)  lock_wait=S (an upload waits for a gc, default 1800)
  * Format: docs/tape-format.md.
  */
 #ifndef ACMFS_TAPE_TIER_H

@@ -221,7 +221,7 @@ def test_upload_waits_for_another_hosts_gc(pool, mount_factory, tmp_path):
 def test_stale_lock_of_a_crashed_host_is_removed(pool, mount_factory, tmp_path):
     pause = tmp_path / "pause"
     pause.mkdir()
-    a = host(mount_factory, pool, "hostA", extra_opts="lock_stale=4")
+    a = host(mount_factory, pool, "hostA", extra_opts="lock_stale=6")
     b = host(mount_factory, pool, "hostB", pause_dir=pause, pause="upload-deduped")
     write_random(b, 5)
     start_tape_backup(b)
@@ -230,7 +230,7 @@ def test_stale_lock_of_a_crashed_host_is_removed(pool, mount_factory, tmp_path):
     assert len(pool.keys("locks/")) == 1
     err, reply = a.ctl_err("pool gc shared grace=0")
     assert err == errno.EBUSY and "hostB" in reply, reply
-    time.sleep(5.5)
+    time.sleep(7.5)
     r = a.parse_reply(a.ctl("pool gc shared grace=0"))
     assert int(r["locks_removed"]) == 1, r
     assert not pool.keys("locks/")
@@ -247,7 +247,9 @@ def test_lapsed_lock_fails_the_upload_never_succeeds(pool, mount_factory, tmp_pa
     notice before storing its manifest, and fail the copy."""
     pause = tmp_path / "pause"
     pause.mkdir()
-    a = host(mount_factory, pool, "hostA", extra_opts="lock_stale=3")
+    # A takes a lock older than 6 s for stale; B counts a gap of 4 s (half
+    # its 8) as a lapse: a 7.5 s freeze is both
+    a = host(mount_factory, pool, "hostA", extra_opts="lock_stale=6")
     b = host(mount_factory, pool, "hostB", extra_opts="lock_stale=8")
     data = make_garbage(b, 6)
     restart_with(b, dict(pool.env, ACMFS_FAULT_PAUSE=f"{pause}:upload-deduped"))
@@ -255,7 +257,7 @@ def test_lapsed_lock_fails_the_upload_never_succeeds(pool, mount_factory, tmp_pa
     wait_file(pause / "upload-deduped.reached", "B's upload")
     b.proc.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(5.0)
+        time.sleep(7.5)
         r = a.parse_reply(a.ctl("pool gc shared grace=0"))
         assert int(r["locks_removed"]) == 1 and int(r["packs_deleted"]) > 0, r
     finally:
