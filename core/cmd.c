@@ -155,9 +155,8 @@ static int parse_save(struct cmd *c, const char *val, char *err, size_t errlen)
  * grains bounds the per-grain state a volume keeps in RAM and on disk (era
  * map, copy-job and upload bitmaps; today 8 bytes of RAM per grain for the
  * era map): 2^28 grains is 16 TiB at the default grain, 1 TiB at the
- * smallest. (Pool import, core/tapejob.c, takes a manifest's geometry as
- * it comes, up to the tape format's 2^30 grains: such a volume was made
- * elsewhere.) */
+ * smallest. Pool import (core/tapejob.c) applies the same rules to a
+ * manifest's geometry (cmd_volume_geometry). */
 #define VOL_MAX_BYTES (64 * 1024 * ACM_GiB)
 #define VOL_MAX_GRAINS (1ULL << 28)
 #define GRAIN_MIN (4 * ACM_KiB)
@@ -183,6 +182,23 @@ static int check_geometry(const struct cmd *c, char *err, size_t errlen)
 		    (unsigned long long)(grain / ACM_KiB), c->grain_bytes ? "" : " (the default)",
 		    (unsigned long long)grains_of(c->size_bytes, grain),
 		    (unsigned long long)VOL_MAX_GRAINS, (unsigned long long)(need / ACM_KiB));
+}
+
+int cmd_volume_geometry(uint64_t size_bytes, uint64_t grain_bytes, char *err, size_t errlen)
+{
+	struct cmd c;
+	uint64_t g = grain_bytes ? grain_bytes : GRAIN_DEFAULT;
+
+	if (!size_bytes || size_bytes % (4 * ACM_KiB) || size_bytes > VOL_MAX_BYTES)
+		return fail(err, errlen, "size %llu is not a multiple of 4 KiB up to 64 TiB",
+			    (unsigned long long)size_bytes);
+	if (g < GRAIN_MIN || g > GRAIN_MAX || (g & (g - 1)))
+		return fail(err, errlen, "grain %llu is not a power of two from 4K to 16M",
+			    (unsigned long long)g);
+	memset(&c, 0, sizeof(c));
+	c.size_bytes = size_bytes;
+	c.grain_bytes = grain_bytes;
+	return check_geometry(&c, err, errlen);
 }
 
 static int parse_volume_create(struct toks *t, struct cmd *c, char *err, size_t errlen)

@@ -86,6 +86,10 @@ struct cmd {
 	bool all;		   /* canceltrk -all */
 };
 
+/* The volume geometry rules of `volume create` (README, "Limits"): 0 or
+ * -EINVAL with the reason in err. grain_bytes 0 = the default. */
+int cmd_volume_geometry(uint64_t size_bytes, uint64_t grain_bytes, char *err, size_t errlen);
+
 /* Parse `len` bytes (need not be NUL-terminated). Returns 0, -EINVAL or -E2BIG;
  * on error `err` holds the reason. */
 int cmd_parse(enum cmd_scope scope, const char *buf, size_t len, struct cmd *out, char *err,

@@ -661,6 +661,11 @@ static int import_one(struct import_ctx *ic, const struct mf_item *mi)
 			ic->skipped++;
 			return 0;
 		}
+		if (cmd_volume_geometry(mi->size_bytes, mi->grain_bytes, err, sizeof(err))) {
+			engine_log(e, "error: pool import: %s not imported: %s", mi->key, err);
+			ic->skipped++;
+			return 0;
+		}
 		snprintf(c.name, sizeof(c.name), "%s", mi->volume);
 		c.size_bytes = mi->size_bytes;
 		c.grain_bytes = mi->grain_bytes;

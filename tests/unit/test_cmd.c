@@ -624,9 +624,30 @@ static void test_cmd_name(void **state)
 		assert_string_equal(cmd_name(names[i].k), names[i].name);
 }
 
+/* the geometry rules, as pool import applies them to a manifest's claims */
+static void test_volume_geometry(void **state)
+{
+	char err[256];
+	(void)state;
+	const uint64_t K = 1024, T = K * K * K * K;
+	assert_int_equal(cmd_volume_geometry(16 * T, 0, err, sizeof(err)), 0);	 /* 2^28 x 64K */
+	assert_int_equal(cmd_volume_geometry(16 * T + 4 * K, 0, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "give grain=128K"));
+	assert_int_equal(cmd_volume_geometry(1 * T, 4 * K, err, sizeof(err)), 0); /* 2^28 x 4K */
+	assert_int_equal(cmd_volume_geometry(1 * T + 4 * K, 4 * K, err, sizeof(err)), -EINVAL);
+	assert_int_equal(cmd_volume_geometry(64 * T, 256 * K, err, sizeof(err)), 0);
+	assert_int_equal(cmd_volume_geometry(64 * T + 256 * K, 256 * K, err, sizeof(err)), -EINVAL);
+	assert_int_equal(cmd_volume_geometry(1 << 20, 96 * K, err, sizeof(err)), -EINVAL);
+	assert_int_equal(cmd_volume_geometry(1 << 20, 128u << 20, err, sizeof(err)), -EINVAL);
+	assert_int_equal(cmd_volume_geometry(1 << 20, 2 * K, err, sizeof(err)), -EINVAL);
+	assert_int_equal(cmd_volume_geometry(0, 0, err, sizeof(err)), -EINVAL);
+	assert_int_equal(cmd_volume_geometry(5000, 0, err, sizeof(err)), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_volume_geometry),
 		cmocka_unit_test(test_volume_create),
 		cmocka_unit_test(test_volume_delete),
 		cmocka_unit_test(test_bv_add),
