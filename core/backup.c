@@ -12,7 +12,6 @@
 #include "engine_int.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -1094,21 +1093,6 @@ out_free:
 	return rc;
 }
 
-/* fsync the directory holding path, through the fault layer */
-static int fsync_parent_dir(const char *path)
-{
-	char tmp[PATH_MAX];
-	int fd, rc = 0;
-
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (io_fsync(IO_DATA, fd))
-		rc = -errno;
-	close(fd);
-	return rc;
-}
 
 int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
 	       char *err, size_t errlen)
@@ -1241,7 +1225,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 			rc = -errno;
 		/* a file the restore created: its name is durable too */
 		else if (created)
-			rc = fsync_parent_dir(c->path);
+			rc = util_fsync_dir(IO_DATA, c->path);
 	}
 	if (rc && !err[0])
 		errf(err, errlen, rc, "restore failed after %llu grains: %s",

@@ -284,7 +284,7 @@ int util_pwritev_full(enum io_class c, int fd, const struct iovec *iov, int cnt,
 	return 0;
 }
 
-int util_fsync_dir(const char *path)
+int util_fsync_dir(enum io_class c, const char *path)
 {
 	char tmp[PATH_MAX];
 	int fd, rc = 0;
@@ -293,7 +293,7 @@ int util_fsync_dir(const char *path)
 	fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (fsync(fd))
+	if (io_fsync(c, fd))
 		rc = -errno;
 	close(fd);
 	return rc;
@@ -319,7 +319,7 @@ int util_write_file_atomic(enum io_class c, const char *path, const void *buf, s
 		unlink(tmp);
 		return rc;
 	}
-	return util_fsync_dir(path);
+	return util_fsync_dir(c, path);
 }
 
 int util_read_file(enum io_class c, const char *path, char **out, size_t *len)

@@ -80,7 +80,8 @@ int util_pwritev_full(enum io_class c, int fd, const struct iovec *iov, int cnt,
 int util_write_file_atomic(enum io_class c, const char *path, const void *buf, size_t len) ACM_MUST_USE;
 /* read a whole small file into a malloc'd NUL-terminated buffer */
 int util_read_file(enum io_class c, const char *path, char **out, size_t *len) ACM_MUST_USE;
-int util_fsync_dir(const char *path);
+/* fsync the directory holding path, through the fault layer (class c) */
+int util_fsync_dir(enum io_class c, const char *path);
 int util_mkdir_p(const char *path, mode_t mode);
 bool util_is_zero(const void *buf, size_t len);
 const char *util_errname(int err); /* "EINVAL" for 22 (positive or negative) */

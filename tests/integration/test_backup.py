@@ -1033,7 +1033,7 @@ def test_disk_side_released_while_its_tape_copy_runs(mount, tmp_path, action):
     copy_file(data, ref1)
     err, reply = m.ctl_err("backup -m BOTH", "tp")
     if err:
-        pytest.skip(f"backup -m BOTH not available: {reply.strip()}")
+        pytest.fail(f"backup -m BOTH refused: {reply.strip()}")
     v1 = m.parse_reply(reply)["version"]
     assert v1 == "1"
     wait_for(lambda: hist_info(m, "tp", v1)["disk_status"] != "executing",

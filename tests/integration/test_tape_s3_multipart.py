@@ -124,21 +124,9 @@ def test_multipart_failure_leaves_no_object(s3, tapectl, tmp_path):
 # ------------------------------------------------------------------ RGW
 
 def rgw_endpoint(request):
-    """The conftest `rgw` fixture's endpoint and credentials, or a skip."""
-    try:
-        v = request.getfixturevalue("rgw")
-    except pytest.FixtureLookupError:
-        pytest.skip("no `rgw` fixture in conftest.py yet (Ceph RGW bring-up)")
-    get = (lambda k: v.get(k)) if isinstance(v, dict) else (lambda k: getattr(v, k, None))
-    # conftest's RGW is the endpoint URL (a str) with .access_key, .secret_key
-    ep = str(v) if isinstance(v, str) else get("endpoint") or get("RGW_ENDPOINT")
-    env = get("env") or {}
-    env = env() if callable(env) else env
-    ak = get("access_key") or get("RGW_ACCESS_KEY") or env.get("AWS_ACCESS_KEY_ID")
-    sk = get("secret_key") or get("RGW_SECRET_KEY") or env.get("AWS_SECRET_ACCESS_KEY")
-    if not (ep and ak and sk):
-        pytest.skip("the `rgw` fixture does not say endpoint and keys in a known form")
-    return ep, ak, sk
+    """The conftest `rgw` fixture's endpoint and credentials."""
+    v = request.getfixturevalue("rgw")
+    return str(v), v.access_key, v.secret_key
 
 
 def test_multipart_etag_on_rgw(request, tapectl, tmp_path):

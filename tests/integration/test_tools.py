@@ -133,13 +133,13 @@ def table_rows(text):
 
 
 def require_command(mount, cmd, vol=None):
-    """Skip when the daemon does not know the command word at all.
+    """Fail when the daemon does not know the command word at all.
 
     Returns (errno, reply) of the probe for the caller to use or ignore.
     """
     err, reply = mount.ctl_err(cmd, vol)
     if err == errno.EINVAL and "unknown" in reply.lower():
-        pytest.skip(f"daemon does not implement {cmd.split()[0]!r}: {reply.strip()}")
+        pytest.fail(f"daemon does not implement {cmd.split()[0]!r}: {reply.strip()}")
     return err, reply
 
 
@@ -348,12 +348,12 @@ def test_acmbackup_errors(tools, mount, db):
     assert line == "acmbackup: error: " + first[len("error: "):]
 
 
-def test_acmbackup_no_backup_volume(tools, mount):
-    # save=N histories recycle BVs, so ENOSPC needs a volume without any BV
-    err, _ = mount.ctl_err("volume create nobv 16M save=0")
-    if err:
-        pytest.skip("the daemon refuses save=0; no volume without a BV")
-    tools.fails(EXIT_NOSPC, "acmbackup", "-m", "DISK", "nobv")
+def test_volume_without_backup_volume_is_refused(mount):
+    # every volume has at least one BV (save >= 1), so acmbackup's ENOSPC
+    # "no backup volume" cannot arise; save=0 itself is a clear EINVAL
+    err, reply = mount.ctl_err("volume create nobv 16M save=0")
+    assert err == errno.EINVAL, reply
+    assert not (mount.mnt / "volumes" / "nobv").exists()
 
 
 def test_progress_bar_only_on_a_terminal(tools, mount, db):

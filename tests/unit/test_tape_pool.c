@@ -943,6 +943,7 @@ static void test_hosts_gc_refused_during_upload(void **state)
 	struct tape_backend *be = tape_backend_mem_new();
 	struct tier_pool *a = open_host(be, "pack_kb=256 threads=2", "aaaa:hostA");
 	struct tier_pool *b = open_host(be, "pack_kb=256 threads=2", "bbbb:hostB");
+	be->ops->close(be); /* the pools hold it now */
 	struct racing_vol rv = {.at = 0, .hook = other_gc, .other = a, .be = be};
 	struct tier_upload_res r1, r2;
 	char err[256];
@@ -979,6 +980,7 @@ static void test_hosts_lapsed_lock_fails_upload(void **state)
 	struct tape_backend *be = tape_backend_mem_new();
 	struct tier_pool *a = open_host(be, "pack_kb=256 threads=2 lock_stale=10", "aaaa:hostA");
 	struct tier_pool *b = open_host(be, "pack_kb=256 threads=2 lock_stale=1000", "bbbb:hostB");
+	be->ops->close(be); /* the pools hold it now */
 	struct racing_vol rv = {.at = 0, .hook = other_gc, .other = a, .be = be, .advance = 600};
 	struct tier_upload_res r1, r2, r3;
 	char err[256] = "";
@@ -1030,6 +1032,7 @@ static void test_hosts_exclusive_and_stale(void **state)
 	struct tier_pool *a = open_host(be, "pack_kb=256 lock_stale=10", "aaaa:hostA");
 	struct tier_pool *b = open_host(be, "pack_kb=256 lock_wait=0", "bbbb:hostB");
 	struct tier_pool *w = open_host(be, "pack_kb=256 lock_wait=20", "cccc:hostC");
+	be->ops->close(be); /* the pools hold it now */
 	struct vol v;
 	struct tier_upload_res r;
 	struct tier_image *im;
