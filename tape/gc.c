@@ -43,6 +43,9 @@
 
 #include <openssl/rand.h>
 
+#define GC_RUN_GAP (1u << 20)  /* dead bytes a repack GET reads to save a request */
+#define GC_RUN_MAX (16u << 20) /* bytes of one repack GET */
+
 struct mf_info {
 	char key[TAPE_KEY_MAX];
 	uint8_t *packs; /* per pool pack: 1 if referenced (sized nr_pool) */
@@ -360,24 +363,54 @@ static int gc_copy_live(struct gc *gc)
 			break;
 		}
 		tape_pack_key(id, key, sizeof(key));
-		for (uint32_t e = 0; e < pn && !rc; e++) {
-			if (!gc->live[no][e])
+		/* live blocks in runs, one ranged GET each: entries are sorted by
+		 * offset; a run takes in dead gaps up to GC_RUN_GAP and stops at
+		 * GC_RUN_MAX bytes (a request per block made a repack of a pack
+		 * of small blocks cost hundreds of requests) */
+		for (uint32_t e = 0; e < pn && !rc;) {
+			if (!gc->live[no][e]) {
+				e++;
 				continue;
-			uint8_t h[32], *nb = realloc(in, pe[e].len);
+			}
+			uint32_t last = e;
+			for (uint32_t k = e + 1; k < pn; k++) {
+				if (!gc->live[no][k])
+					continue;
+				uint64_t end = pe[k].off + pe[k].len;
+				if (pe[k].off > pe[last].off + pe[last].len + GC_RUN_GAP ||
+				    end - pe[e].off > GC_RUN_MAX)
+					break;
+				last = k;
+			}
+			uint64_t base = pe[e].off;
+			size_t span = (size_t)(pe[last].off + pe[last].len - base);
+			uint8_t *nb = realloc(in, span);
 			if (!nb) {
 				rc = -ENOMEM;
 				break;
 			}
 			in = nb;
-			ssize_t n = pool_get(p, key, pe[e].off, in, pe[e].len);
-			if (n != (ssize_t)pe[e].len || tape_sha256(in, pe[e].len, h) ||
-			    memcmp(h, pe[e].hash, 32)) {
-				tape_log(TAPE_LOG_ERR, "gc: live block at %llu of %s unreadable",
-					 (unsigned long long)pe[e].off, key);
+			ssize_t n = pool_get(p, key, base, in, span);
+			if (n != (ssize_t)span) {
+				tape_log(TAPE_LOG_ERR, "gc: live blocks at %llu+%zu of %s unreadable",
+					 (unsigned long long)base, span, key);
 				rc = n < 0 ? (int)n : -EIO;
 				break;
 			}
-			rc = outpack_add(gc, &o, no, &pe[e], in);
+			for (uint32_t k = e; k <= last && !rc; k++) {
+				uint8_t h[32];
+				if (!gc->live[no][k])
+					continue;
+				const uint8_t *blk = in + (pe[k].off - base);
+				if (tape_sha256(blk, pe[k].len, h) || memcmp(h, pe[k].hash, 32)) {
+					tape_log(TAPE_LOG_ERR, "gc: live block at %llu of %s damaged",
+						 (unsigned long long)pe[k].off, key);
+					rc = -EIO;
+					break;
+				}
+				rc = outpack_add(gc, &o, no, &pe[k], blk);
+			}
+			e = last + 1;
 		}
 		free(pe);
 	}
