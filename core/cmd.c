@@ -58,7 +58,7 @@ const char *cmd_name(enum cmd_kind kind)
 
 static int tokenize(const char *buf, size_t len, struct toks *t, char *err, size_t errlen)
 {
-	char *p;
+	char *p, *save = NULL;
 
 	if (len > CMD_MAX_LINE) {
 		snprintf(err, errlen, "command longer than %d bytes", CMD_MAX_LINE);
@@ -81,7 +81,9 @@ static int tokenize(const char *buf, size_t len, struct toks *t, char *err, size
 			return fail(err, errlen, "control character in command");
 	}
 	t->n = 0;
-	for (p = strtok(t->store, " \t"); p; p = strtok(NULL, " \t")) {
+	/* strtok_r: ctl writes are parsed on several FUSE threads at once, and
+	 * strtok's position is one process-wide static */
+	for (p = strtok_r(t->store, " \t", &save); p; p = strtok_r(NULL, " \t", &save)) {
 		if (t->n == MAX_WORDS)
 			return fail(err, errlen, "too many words");
 		t->w[t->n++] = p;

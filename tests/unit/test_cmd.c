@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -644,6 +645,101 @@ static void test_volume_geometry(void **state)
 	assert_int_equal(cmd_volume_geometry(5000, 0, err, sizeof(err)), -EINVAL);
 }
 
+/* ctl writes arrive on several FUSE threads at once: cmd_parse must keep no
+ * state between calls (strtok's position is one process-wide static, so two
+ * threads tokenizing together would take each other's words). Each thread
+ * parses its own lines, with long words and runs of separators to widen the
+ * window, and checks every field of every result; cmocka's asserts are not
+ * thread-safe, so a thread counts mismatches and keeps the first. */
+#define MT_THREADS 8
+#define MT_ITERS 20000
+
+struct mt_arg {
+	int id;
+	long bad;
+	char first[512];
+};
+
+static void mt_fail(struct mt_arg *a, const char *fmt, ...) ACM_PRINTF(2, 3);
+static void mt_fail(struct mt_arg *a, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (a->bad++)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(a->first, sizeof(a->first), fmt, ap);
+	va_end(ap);
+}
+
+static void *mt_parse(void *p)
+{
+	struct mt_arg *a = p;
+	static const char *sep[] = { " ", "\t", "   ", " \t \t ", "        " };
+	char line[CMD_MAX_LINE], name[32], path[1200], err[256];
+	struct cmd *c = malloc(sizeof(*c));
+
+	if (!c) {
+		mt_fail(a, "no memory");
+		return NULL;
+	}
+	for (int i = 0; i < MT_ITERS; i++) {
+		const char *s = sep[(i + a->id) % ACM_ARRAY_SIZE(sep)];
+		unsigned size = 1 + (unsigned)((i * 7 + a->id) % 1000), save = 1 + (unsigned)(i % 64);
+		unsigned grain = 4u << ((i + a->id) % 12); /* 4K..8M */
+		int n, plen, rc;
+
+		snprintf(name, sizeof(name), "t%d_v%d", a->id, i);
+		/* a long path, different per thread and iteration */
+		plen = snprintf(path, sizeof(path), "/thread%d/iter%d/", a->id, i);
+		memset(path + plen, 'a' + a->id, 1000);
+		snprintf(path + plen + 1000, sizeof(path) - (size_t)plen - 1000, "/%d.raw", i);
+		if (i % 4 == 3) {
+			/* a volume command: fewer words, different kind */
+			n = snprintf(line, sizeof(line), "%shistdel%s-v%s%d%s", s, s, s, i + 1, s);
+			rc = cmd_parse(CMD_VOLUME, line, (size_t)n, c, err, sizeof(err));
+			if (rc || c->kind != CMD_HISTDEL || c->sel != SEL_VERSION || c->sel_value != (uint64_t)i + 1)
+				mt_fail(a, "thread %d iter %d: '%s' gave rc %d kind %d sel %d version %llu (%s)",
+					a->id, i, line, rc, c->kind, c->sel, (unsigned long long)c->sel_value,
+					err);
+			continue;
+		}
+		n = snprintf(line, sizeof(line), "volume%screate%s%s%s%uM%sgrain=%uK%ssave=%u%sfrom=%s",
+			     s, s, name, s, size, s, grain, s, save, s, path);
+		rc = cmd_parse(CMD_GLOBAL, line, (size_t)n, c, err, sizeof(err));
+		if (rc || c->kind != CMD_VOLUME_CREATE || strcmp(c->name, name) ||
+		    c->size_bytes != (uint64_t)size * ACM_MiB ||
+		    c->grain_bytes != (uint64_t)grain * ACM_KiB || c->save != save || !c->has_path ||
+		    strcmp(c->path, path))
+			mt_fail(a, "thread %d iter %d: rc %d (%s) kind %d name '%.40s' size %llu grain %llu save %u path '%.60s'",
+				a->id, i, rc, err, c->kind, c->name, (unsigned long long)c->size_bytes,
+				(unsigned long long)c->grain_bytes, c->save, c->path);
+	}
+	free(c);
+	return NULL;
+}
+
+static void test_parse_concurrent(void **state)
+{
+	pthread_t th[MT_THREADS];
+	struct mt_arg args[MT_THREADS];
+	long bad = 0;
+
+	(void)state;
+	for (int t = 0; t < MT_THREADS; t++) {
+		args[t] = (struct mt_arg){ .id = t };
+		assert_int_equal(pthread_create(&th[t], NULL, mt_parse, &args[t]), 0);
+	}
+	for (int t = 0; t < MT_THREADS; t++)
+		assert_int_equal(pthread_join(th[t], NULL), 0);
+	for (int t = 0; t < MT_THREADS; t++) {
+		if (args[t].bad)
+			print_error("%ld wrong parses, first: %s\n", args[t].bad, args[t].first);
+		bad += args[t].bad;
+	}
+	assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -664,6 +760,7 @@ int main(void)
 		cmocka_unit_test(test_line_rules),
 		cmocka_unit_test(test_reset_between_calls),
 		cmocka_unit_test(test_cmd_name),
+		cmocka_unit_test(test_parse_concurrent),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
