@@ -7,6 +7,7 @@
 
 #include <openssl/rand.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -873,6 +874,32 @@ static int load_hist(void *arg, const struct hist_row *r)
 }
 
 /* open files, replay tracking, turn interrupted work into failures */
+/* What a stop in the middle left in a volume's directory: -m TAPE overlays
+ * (no tape copy survives a restart: their histories are failed below) and
+ * the temporaries of atomic writes. Nothing runs yet, so all of it is
+ * garbage. */
+static void sweep_volume_dir(struct vol *v)
+{
+	DIR *d = opendir(v->dir);
+	struct dirent *de;
+	unsigned n = 0;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		bool overlay = !strncmp(de->d_name, "overlay-", 8) && l > 12 &&
+			       !strcmp(de->d_name + l - 4, ".img");
+		bool tmp = l > 4 && !strcmp(de->d_name + l - 4, ".tmp");
+		if ((overlay || tmp) && !unlinkat(dirfd(d), de->d_name, 0))
+			n++;
+	}
+	closedir(d);
+	if (n)
+		vol_log(v, "removed %u leftover file%s of an interrupted run (overlays, temporaries)",
+			n, n == 1 ? "" : "s");
+}
+
 static int recover_volume(struct engine *e, struct vol *v)
 {
 	bool untrusted, dirty = false;
@@ -892,6 +919,7 @@ static int recover_volume(struct engine *e, struct vol *v)
 			return rc;
 		}
 	}
+	sweep_volume_dir(v);
 	rc = track_open(v->dir, v->nr_grains, v->row.grain_bytes, v->row.era, &v->trk,
 			&untrusted, why, sizeof(why));
 	if (rc) {

@@ -908,11 +908,12 @@ int pool_gc(struct engine *e, struct pool *p, int64_t grace_s, struct sbuf *repl
 		   (unsigned long long)st.locks_reclaimed);
 	sbuf_addf(reply, "ok pool=%s packs_deleted=%llu packs_repacked=%llu blocks_freed=%llu "
 			 "bytes_freed=%llu manifests=%llu unreadable=%llu locks_removed=%llu "
-			 "requests=%llu\n",
+			 "temps_removed=%llu requests=%llu\n",
 		  p->row.name, (unsigned long long)st.packs_deleted,
 		  (unsigned long long)st.packs_repacked, (unsigned long long)st.blocks_freed,
 		  (unsigned long long)st.bytes_freed, (unsigned long long)st.manifests,
 		  (unsigned long long)st.manifests_unreadable,
-		  (unsigned long long)st.locks_reclaimed, (unsigned long long)st.requests);
+		  (unsigned long long)st.locks_reclaimed, (unsigned long long)st.temps_removed,
+		  (unsigned long long)st.requests);
 	return 0;
 }

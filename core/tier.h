@@ -70,6 +70,7 @@ struct tier_gc_stats {
 	uint64_t manifests;	      /* manifests read (marked) */
 	uint64_t manifests_unreadable; /* reported and kept; their packs kept */
 	uint64_t locks_reclaimed;     /* stale locks of crashed or stopped hosts removed */
+	uint64_t temps_removed;	      /* temporaries of puts a crash interrupted */
 	uint64_t requests;	      /* object-store requests the collection made */
 	char busy[256];		      /* with -EBUSY: who holds the pool */
 };

@@ -53,6 +53,9 @@ struct tape_backend_ops {
 	/* every object whose key starts with prefix; cb != 0 stops and is returned */
 	int (*list)(struct tape_backend *be, const char *prefix, tape_list_cb cb, void *arg);
 	int (*del)(struct tape_backend *be, const char *key); /* -ENOENT if absent */
+	/* optional: removes what unfinished puts left (a file pool's temporary
+	 * files) last written before `before` (store time); *removed counts */
+	int (*sweep_temps)(struct tape_backend *be, int64_t before, uint64_t *removed);
 	void (*close)(struct tape_backend *be);
 };
 

@@ -319,7 +319,57 @@ static void file_close(struct tape_backend *be)
 	free(fb(be));
 }
 
+/* temporaries of puts that never finished (a crash between create and
+ * rename): ".<name>.tmp.<16 hex>" in any directory of the pool */
+static bool is_put_temp(const char *name)
+{
+	const char *t = strstr(name, ".tmp.");
+	if (name[0] != '.' || !t || strlen(t + 5) != 16)
+		return false;
+	return strspn(t + 5, "0123456789abcdef") == 16;
+}
+
+static int sweep_dir(struct file_backend *f, const char *rel, int depth, int64_t before,
+		     uint64_t *removed)
+{
+	char path[PATH_MAX];
+	int n = snprintf(path, sizeof(path), "%s/%s", f->root, rel);
+	if (n < 0 || n >= PATH_MAX || depth > 4)
+		return 0;
+	DIR *d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		char full[PATH_MAX + 512], sub[512];
+		snprintf(full, sizeof(full), "%s/%s", path, de->d_name);
+		struct stat st;
+		if (lstat(full, &st))
+			continue;
+		if (S_ISDIR(st.st_mode) && de->d_name[0] != '.') {
+			n = snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "", de->d_name);
+			if (n > 0 && n < (int)sizeof(sub))
+				sweep_dir(f, sub, depth + 1, before, removed);
+		} else if (S_ISREG(st.st_mode) && is_put_temp(de->d_name) &&
+			   st.st_mtime < before && !unlink(full)) {
+			(*removed)++;
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
+static int file_sweep_temps(struct tape_backend *be, int64_t before, uint64_t *removed)
+{
+	atomic_fetch_add(&be->requests, 1);
+	*removed = 0;
+	return sweep_dir(fb(be), "", 0, before, removed);
+}
+
 static const struct tape_backend_ops file_ops = {
+	.sweep_temps = file_sweep_temps,
 	.name = "file",
 	.put = file_put,
 	.get = file_get,

@@ -513,6 +513,13 @@ int tape_pool_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stat
 		tape_log(TAPE_LOG_WARN, "gc: %s", st->busy);
 		goto out_unlock;
 	}
+	/* a put that a crash interrupted leaves a temporary (file pools); one
+	 * untouched for a stale period belongs to nobody any more */
+	if (p->be->ops->sweep_temps &&
+	    p->be->ops->sweep_temps(p->be, gc.now - p->lk.stale_s, &st->temps_removed) == 0 &&
+	    st->temps_removed)
+		tape_log(TAPE_LOG_INFO, "gc: %llu temporaries of interrupted puts removed",
+			 (unsigned long long)st->temps_removed);
 	rc = pool_refresh(p);
 	if (rc)
 		goto out_unlock_x;
