@@ -42,6 +42,9 @@ struct engine_opts {
 
 #define ENGINE_HOOK_TIMEOUT_S 300
 
+/* The volumes whose data file is open (a loop device holds it open too):
+ * "NAME/data (N open, M for writing), …" into buf; returns how many. */
+size_t engine_open_volumes(struct engine *e, char *buf, size_t len);
 /* a name -o host= accepts: 1-63 of [A-Za-z0-9._-] */
 bool engine_host_name_ok(const char *name);
 int engine_open(const struct engine_opts *o, struct engine **out, char *err,

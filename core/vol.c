@@ -172,6 +172,26 @@ void vol_close_data(struct vol *v, bool write)
 	pthread_mutex_unlock(&v->e->lock);
 }
 
+size_t engine_open_volumes(struct engine *e, char *buf, size_t len)
+{
+	size_t n = 0, at = 0;
+
+	if (len)
+		buf[0] = 0;
+	pthread_mutex_lock(&e->lock);
+	for (struct vol *v = e->vols; v; v = v->next) {
+		if (!v->opens)
+			continue;
+		int w = snprintf(buf + at, at < len ? len - at : 0, "%s%s/data (%d open, %d for writing)",
+				 n ? ", " : "", v->row.name, v->opens, v->writers);
+		if (w > 0 && at + (size_t)w < len)
+			at += (size_t)w;
+		n++;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return n;
+}
+
 ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off)
 {
 	int rc;

@@ -4,7 +4,8 @@
  * Parses options (ours: -o writeback, -o flush_ms=N, -o hook_timeout=S, …; the
  * rest go to libfuse),
  * opens the engine on STORE (creating it, taking its lock), mounts, runs the
- * multi-threaded FUSE loop until unmount or SIGTERM/SIGINT, then closes the
+ * multi-threaded FUSE loop until unmount or SIGTERM/SIGINT/SIGHUP (a plain
+ * unmount, refused while the mount is in use: stop.c), then closes the
  * engine cleanly (copies finish, tracking is flushed).
  */
 #include <errno.h>
@@ -19,6 +20,7 @@
 
 #include "fs.h"
 #include "log.h"
+#include "stop.h"
 #include "tier.h"
 #include "../tape/tier.h"
 
@@ -203,6 +205,11 @@ int main(int argc, char *argv[])
 		goto out_engine;
 	if (fuse_set_signal_handlers(fs.se) != 0)
 		goto out_session;
+	/* not libfuse's: a stop unmounts plainly, and only when nothing uses the mount */
+	if (fs_stop_handlers(&fs)) {
+		log_err("cannot install the signal handlers");
+		goto out_signals;
+	}
 	if (fuse_session_mount(fs.se, cl.mountpoint) != 0) {
 		fprintf(stderr, "acmfs: cannot mount on %s\n", cl.mountpoint);
 		goto out_signals;
@@ -246,6 +253,7 @@ out_session:
 	fuse_session_destroy(fs.se);
 	fs.se = NULL;
 out_engine:
+	fs_stop_fini();
 	engine_close(fs.e);
 	log_info("store closed");
 out_args:

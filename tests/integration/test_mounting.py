@@ -118,6 +118,54 @@ def test_sigterm_unmounts_cleanly_and_finishes_copies(mount_factory):
     assert info["disk_status"] == "succeeded"
 
 
+def test_sigterm_refuses_to_stop_while_data_is_in_use(mount_factory, tmp_path):
+    """SIGTERM unmounts plainly, not lazily: while a volume's data is open,
+    or backs a loop device, the daemon keeps serving (no ENOTCONN under the
+    user), logs which volume holds it, and stops by itself once it is free."""
+    m = mount_factory()
+    m.create_volume("db", "64M")
+    data = m.vol("db", "data")
+    fd = os.open(data, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"before", 0)
+        m.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
+        assert m.proc.poll() is None, "the daemon stopped under an open file"
+        assert is_acmfs_mounted(m.mnt)
+        os.pwrite(fd, b"during", 4096)  # the mount still works
+        os.fsync(fd)
+        assert "not stopping yet" in m.stderr_text() and "db/data" in m.stderr_text()
+    finally:
+        os.close(fd)
+    # free now: it unmounts and exits on its own (no second signal)
+    assert m.proc.wait(timeout=30) == 0
+    m.proc = None
+    assert wait_for(lambda: not is_acmfs_mounted(m.mnt))
+    m.start()
+    with open(m.vol("db", "data"), "rb") as f:
+        assert f.read(6) == b"before"
+        f.seek(4096)
+        assert f.read(6) == b"during"
+
+    # the same with a loop device over data
+    if not shutil.which("losetup"):
+        pytest.fail("losetup missing (util-linux)")
+    r = run("losetup", "-f", "--show", m.vol("db", "data"))
+    assert r.returncode == 0, r.stderr
+    dev = r.stdout.strip()
+    try:
+        m.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
+        assert m.proc.poll() is None, "the daemon stopped under a loop device"
+        with open(dev, "rb") as f:
+            assert f.read(6) == b"before"
+    finally:
+        run("losetup", "-d", dev)
+    assert m.proc.wait(timeout=30) == 0
+    m.proc = None
+    assert wait_for(lambda: not is_acmfs_mounted(m.mnt))
+
+
 def test_check_reports_and_repairs_an_interrupted_copy(mount_factory):
     m = mount_factory()
     m.create_volume("db", "1G")
