@@ -615,6 +615,8 @@ int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg 
 	struct engine *e = v->e;
 	struct himg *im = calloc(1, sizeof(*im));
 	struct history *h;
+	struct tier_pool *tp = NULL;
+	char key[256] = "";
 	int rc = 0;
 
 	if (!im)
@@ -653,28 +655,42 @@ int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg 
 			goto out_unlock;
 		}
 		rc = engine_pool_open(e, p, err, sizeof(err));
-		if (!rc)
-			rc = e->tier->image_open(p->tp, h->row.manifest, &im->ti);
 		if (rc) {
 			vol_log(v, "error: cannot open tape image of version %llu: %s",
-				(unsigned long long)version, strerror(-rc));
+				(unsigned long long)version, err[0] ? err : strerror(-rc));
 			goto out_unlock;
 		}
+		tp = p->tp;
+		snprintf(key, sizeof(key), "%s", h->row.manifest);
 	}
 	im->v = v;
 	im->h = h;
 	im->kind = kind;
 	im->size = v->row.size_bytes;
-	h->readers++;
+	h->readers++; /* the history (and so its pool) stays while we read */
 	v->refs++;
-out_unlock:
 	pthread_mutex_unlock(&e->lock);
-	if (rc) {
-		free(im);
-		return rc;
+	if (kind == HIMG_TAPE) {
+		/* the object store may be slow or not answer at all: the open waits
+		 * without the engine lock, so that only this reader waits */
+		rc = e->tier->image_open(tp, key, &im->ti);
+		if (rc) {
+			vol_log(v, "error: cannot open tape image of version %llu: %s",
+				(unsigned long long)version, strerror(-rc));
+			pthread_mutex_lock(&e->lock);
+			h->readers--;
+			pthread_mutex_unlock(&e->lock);
+			vol_put(v);
+			free(im);
+			return rc;
+		}
 	}
 	*out = im;
 	return 0;
+out_unlock: /* only on errors */
+	pthread_mutex_unlock(&e->lock);
+	free(im);
+	return rc;
 }
 
 struct tier_image *im_tier(struct himg *im)

@@ -13,6 +13,8 @@ loopback S3 server (npm s3rver, which does not verify V4 signatures itself):
     order, Faults.always for every request): "503" (SlowDown), "500"
     (InternalError), "reset" (connection shut before any response),
     "truncate" (a GET body cut in half, then the connection shut),
+    "hang" (the request is taken and never answered until Faults.unhang is
+    set, at most 120 s: a server that accepts and stalls),
     "corrupt" (a bit of a PUT body flipped on the way: the checksum check
     answers 400 BadDigest, as S3 does).
 
@@ -68,6 +70,7 @@ class Faults:
         self.requests = 0
         self.bad_signatures = 0
         self.bad_digests = 0   # checksums that did not match an uncorrupted body
+        self.unhang = threading.Event()
 
     def reset(self):
         with self.lock:
@@ -208,6 +211,11 @@ def make_proxy(upstream_port, faults, key_id=KEY_ID, secret=SECRET):
                 err = ("<Error><Code>SignatureDoesNotMatch</Code><Message>%s</Message>"
                        "</Error>" % why).encode()
                 return self._reply(403, err)
+            if mode == "hang":
+                faults.unhang.wait(timeout=120)
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             if mode == "reset":
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)

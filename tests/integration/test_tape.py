@@ -928,3 +928,55 @@ def pool_state_real(pool, tmp):
             p.write_bytes(pool.get(k))
             packs[k[len("packs/"):-len(".pack")]] = rfp.read_pack_index(str(p))
     return manifests, packs
+
+
+def test_a_stalled_store_stalls_only_its_reader(tps3):
+    """The object store takes a request and never answers (issue 17): a
+    read of a tape-only image waits on it, and nothing else on the mount
+    does — listings, attributes, the tables, another volume's data."""
+    m, pool = tps3.m, tps3.pool
+    ref = fill(m, 21)
+    v, _ = tape_backup(m, "-m TAPE")
+    m.create_volume("other", "4M")
+    f = pool.faults
+    f.unhang.clear()
+    f.always = "hang"
+    got = {}
+
+    def reader():
+        try:
+            got["img"] = tape_img(m, v)
+        except OSError as e:
+            got["img"] = e
+
+    t = threading.Thread(target=reader)
+    t.start()
+    times = []
+    try:
+        wait_for(lambda: "hang" in f.applied, "the reader's request to stall", 30)
+        time.sleep(0.2)
+        for i in range(70):
+            t0 = time.monotonic()
+            os.listdir(m.mnt / "volumes")
+            os.stat(vpath(m, "data"))
+            (m.mnt / "trkstat").read_text()
+            (m.mnt / "status.json").read_text()
+            fd = os.open(m.vol("other", "data"), os.O_RDWR)
+            try:
+                os.pwrite(fd, bytes([i]) * 4096, 4096 * (i % 64))
+                os.pread(fd, 4096, 0)
+            finally:
+                os.close(fd)
+            times.append(time.monotonic() - t0)
+        t0 = time.monotonic()
+        m.ctl("backup -T -m DISK", "other")
+        times.append(time.monotonic() - t0)
+        assert t.is_alive(), "the reader was not stalled"
+    finally:
+        f.always = None
+        f.unhang.set()
+        t.join(timeout=150 * TIME_SCALE)
+    # each round of the above (6 operations) in well under a second, all
+    # 71 of them, while the reader waited
+    assert max(times) < 1.0 * TIME_SCALE, sorted(times)[-5:]
+    assert got["img"] == ref, got["img"] if isinstance(got["img"], OSError) else "differs"
