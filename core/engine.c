@@ -1821,12 +1821,14 @@ int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, str
 		char line[CMD_MAX_LINE + 1];
 		size_t n = len < CMD_MAX_LINE ? len : CMD_MAX_LINE;
 		const char *word;
+		char *save = NULL;
 
 		if (!err[0])
 			snprintf(err, sizeof(err), "%s", strerror(-rc));
 		memcpy(line, buf, n);
 		line[n] = 0;
-		word = c.kind != CMD_NONE ? cmd_name(c.kind) : strtok(line, " \t\n");
+		/* strtok_r: this runs on any FUSE thread (strtok's state is global) */
+		word = c.kind != CMD_NONE ? cmd_name(c.kind) : strtok_r(line, " \t\n", &save);
 		if (!word || strlen(word) > 40 || memchr(buf, 0, n))
 			word = "command";
 		reply->len = 0;
