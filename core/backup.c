@@ -419,14 +419,27 @@ static struct history *select_hist(struct vol *v, const struct cmd *c, int media
 int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
 	       char *err, size_t errlen)
 {
-	struct history *targets[4096];
+	/* -z takes every history, however many: sized from the count, and all or
+	 * none (no fixed cap that would silently delete only the first ones) */
+	struct history *one, **targets = &one;
 	size_t nt = 0;
 	bool disk = c->media != MEDIA_TAPE, tape = c->media != MEDIA_DISK;
 	int rc = 0;
 
 	pthread_mutex_lock(&e->lock);
 	if (c->sel == SEL_ALL) {
-		for (struct history *h = v->hists; h && nt < ACM_ARRAY_SIZE(targets); h = h->next)
+		size_t want = 0;
+		for (struct history *h = v->hists; h; h = h->next)
+			if ((disk && h->bv) || (tape && h->row.tape_status != HS_NONE))
+				want++;
+		if (want > 1 && !(targets = malloc(want * sizeof(*targets)))) {
+			targets = &one;
+			rc = errf(err, errlen, -ENOMEM,
+				  "histdel -z: no memory for a list of %zu histories; nothing deleted",
+				  want);
+			goto out_unlock;
+		}
+		for (struct history *h = v->hists; h && nt < want; h = h->next)
 			if ((disk && h->bv) || (tape && h->row.tape_status != HS_NONE))
 				targets[nt++] = h;
 	} else {
@@ -486,6 +499,8 @@ int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	sbuf_addf(reply, "\n%s acmhistdel completed\n", v->row.name);
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
+	if (targets != &one)
+		free(targets);
 	return rc;
 }
 
@@ -515,13 +530,27 @@ int vol_histdel_version(struct vol *v, uint64_t version, bool disk, bool tape)
 int do_canceltrk(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
 		 char *err, size_t errlen)
 {
-	struct bvol *list[256];
+	/* -all takes every tracking pair, however many: sized from the count, and
+	 * all or none */
+	struct bvol *one, **list = &one;
 	size_t n = 0;
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
 	if (c->all) {
-		for (struct bvol *b = v->bvs; b && n < ACM_ARRAY_SIZE(list); b = b->next)
+		size_t want = 0;
+		for (struct bvol *b = v->bvs; b; b = b->next)
+			if (b->row.tracking)
+				want++;
+		if (want > 1 && !(list = malloc(want * sizeof(*list)))) {
+			list = &one;
+			rc = errf(err, errlen, -ENOMEM,
+				  "canceltrk -all: no memory for a list of %zu backup volumes; "
+				  "nothing cancelled",
+				  want);
+			goto out_unlock;
+		}
+		for (struct bvol *b = v->bvs; b && n < want; b = b->next)
 			if (b->row.tracking)
 				list[n++] = b;
 	} else {
@@ -561,6 +590,8 @@ int do_canceltrk(struct engine *e, struct vol *v, const struct cmd *c, struct sb
 	sbuf_addf(reply, "\n%s acmcanceltrk completed\n", v->row.name);
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
+	if (list != &one)
+		free(list);
 	return rc;
 }
 

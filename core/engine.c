@@ -1018,6 +1018,10 @@ static void *flusher_main(void *arg)
 {
 	struct engine *e = arg;
 	struct timespec ts;
+	/* every volume is flushed each period, however many there are: the
+	 * list grows to the volume count and is kept between periods */
+	struct vol **list = NULL;
+	size_t cap = 0;
 
 	pthread_mutex_lock(&e->lock);
 	while (!e->stopping) {
@@ -1031,9 +1035,22 @@ static void *flusher_main(void *arg)
 		pthread_cond_timedwait(&e->cond, &e->lock, &ts);
 		if (e->stopping)
 			break;
-		struct vol *list[256];
 		size_t n = 0;
-		for (struct vol *v = e->vols; v && n < ACM_ARRAY_SIZE(list); v = v->next) {
+		for (struct vol *v = e->vols; v; v = v->next)
+			n++;
+		if (n > cap) {
+			size_t want = n + n / 4 + 16;
+			struct vol **nl = realloc(list, want * sizeof(*list));
+			if (!nl) {
+				/* none flushed rather than some: the next period retries */
+				log_err("era map flush of %zu volumes skipped: out of memory", n);
+				continue;
+			}
+			list = nl;
+			cap = want;
+		}
+		n = 0;
+		for (struct vol *v = e->vols; v; v = v->next) {
 			v->refs++;
 			list[n++] = v;
 		}
@@ -1046,6 +1063,7 @@ static void *flusher_main(void *arg)
 		pthread_mutex_lock(&e->lock);
 	}
 	pthread_mutex_unlock(&e->lock);
+	free(list);
 	return NULL;
 }
 

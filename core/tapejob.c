@@ -406,10 +406,24 @@ int tape_apply_retention(struct engine *e, struct vol *v)
 	unsigned gens = 0;
 	int rc = 0;
 
-	/* DAY: expire; GEN: keep the newest tape_gens (walk newest first) */
-	struct history *arr[4096];
-	size_t n = 0;
-	for (struct history *h = v->hists; h && n < ACM_ARRAY_SIZE(arr); h = h->next)
+	/* DAY: expire; GEN: keep the newest tape_gens (walk newest first). The
+	 * list holds every tape history, however many (a fixed cap kept the
+	 * oldest only, and counted generations from the wrong end) */
+	struct history **arr;
+	size_t n = 0, want = 0;
+	for (struct history *h = v->hists; h; h = h->next)
+		if (h->row.tape_status == HS_SUCCEEDED && !h->tjob)
+			want++;
+	if (!want)
+		return 0;
+	arr = malloc(want * sizeof(*arr));
+	if (!arr) {
+		vol_log(v, "error: tape retention skipped: no memory for a list of %zu tape "
+			   "histories; nothing deleted (retried after the next tape copy)",
+			want);
+		return -ENOMEM;
+	}
+	for (struct history *h = v->hists; h && n < want; h = h->next)
 		if (h->row.tape_status == HS_SUCCEEDED && !h->tjob)
 			arr[n++] = h;
 	for (size_t i = n; i-- > 0;) {
@@ -437,6 +451,7 @@ int tape_apply_retention(struct engine *e, struct vol *v)
 			arr[i] == NULL ? "" : (v->row.tape_days ? "GEN/DAY" : "GEN"),
 			(unsigned long long)ver);
 	}
+	free(arr);
 	return rc;
 }
 
