@@ -1291,6 +1291,105 @@ void engine_close(struct engine *e)
 
 /* ---------- global commands ---------- */
 
+static bool same_dev(const struct statx *a, const struct statx *b)
+{
+	return a->stx_dev_major == b->stx_dev_major && a->stx_dev_minor == b->stx_dev_minor;
+}
+
+/*
+ * volume create from=: the source must not be a file of this mount. The copy
+ * runs under e->lock and every read of the mount needs that lock, so such a
+ * copy would wait on itself for good. Checked in engine_ctl before the lock is
+ * taken, and without sending a request to the mount itself (the loop may run
+ * single-threaded, -s): the path is walked one component at a time with O_PATH
+ * and statx(AT_STATX_DONT_SYNC), following symlinks by hand, and refused as
+ * soon as a step lands on the mount's device — the mountpoint itself, a
+ * symlink to it or a bind mount of it. A component that does not resolve ends
+ * the check; import_from then reports the open's error. (A path changed by
+ * someone else between this check and the copy is not caught.)
+ */
+static int from_outside_mount(const struct engine *e, const char *src, char *err, size_t errlen)
+{
+	const unsigned at = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC;
+	struct statx mst, pst, st;
+	char parent[PATH_MAX], todo[2 * PATH_MAX + 2], next[2 * PATH_MAX + 2], comp[NAME_MAX + 1];
+	const char *p;
+	char *slash;
+	int dfd, fd, hops = 0, rc = 0;
+
+	if (!e->mountpoint[0] || e->mountpoint[0] != '/')
+		return 0;
+	/* the mount's device, and whether it is mounted at all (engine tests
+	 * open an engine with a mountpoint that nothing is mounted on) */
+	snprintf(parent, sizeof(parent), "%s", e->mountpoint);
+	slash = strrchr(parent, '/');
+	if (slash == parent)
+		parent[1] = 0;
+	else
+		*slash = 0;
+	if (statx(AT_FDCWD, e->mountpoint, AT_STATX_DONT_SYNC, STATX_TYPE, &mst) ||
+	    statx(AT_FDCWD, parent, AT_STATX_DONT_SYNC, STATX_TYPE, &pst) || same_dev(&mst, &pst))
+		return 0;
+	dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return 0;
+	snprintf(todo, sizeof(todo), "%s", src);
+	p = todo;
+	for (;;) {
+		size_t len;
+
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		len = strcspn(p, "/");
+		if (len > NAME_MAX)
+			break;
+		memcpy(comp, p, len);
+		comp[len] = 0;
+		p += len;
+		fd = openat(dfd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			break;
+		if (statx(fd, "", at, STATX_TYPE, &st)) {
+			close(fd);
+			break;
+		}
+		if (same_dev(&st, &mst)) {
+			close(fd);
+			rc = -EINVAL;
+			snprintf(err, errlen,
+				 "from= must not be inside the mount (%.150s is a file of %.150s): the "
+				 "copy would wait on the mount's own reads; copy the image out first",
+				 src, e->mountpoint);
+			break;
+		}
+		if (S_ISLNK(st.stx_mode)) {
+			char target[PATH_MAX];
+			ssize_t n = readlinkat(fd, "", target, sizeof(target) - 1);
+
+			close(fd);
+			if (n <= 0 || ++hops > 40)
+				break;
+			target[n] = 0;
+			snprintf(next, sizeof(next), "%s/%s", target, p);
+			snprintf(todo, sizeof(todo), "%s", next);
+			p = todo;
+			if (target[0] == '/') {
+				close(dfd);
+				dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+				if (dfd < 0)
+					return rc;
+			}
+			continue;
+		}
+		close(dfd);
+		dfd = fd;
+	}
+	close(dfd);
+	return rc;
+}
+
 static int import_from(const char *src, int dst_fd, uint64_t size, char *err, size_t errlen)
 {
 	int fd = open(src, O_RDONLY | O_CLOEXEC);
@@ -1819,9 +1918,14 @@ int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, str
 	}
 	if (!rc) {
 		if (!v) {
-			pthread_mutex_lock(&e->lock);
-			rc = run_global(e, &c, err, sizeof(err), reply);
-			pthread_mutex_unlock(&e->lock);
+			/* before the lock: the check must not wait on the mount */
+			if (c.kind == CMD_VOLUME_CREATE && c.has_path)
+				rc = from_outside_mount(e, c.path, err, sizeof(err));
+			if (!rc) {
+				pthread_mutex_lock(&e->lock);
+				rc = run_global(e, &c, err, sizeof(err), reply);
+				pthread_mutex_unlock(&e->lock);
+			}
 		} else {
 			switch (c.kind) {
 			case CMD_BACKUP: rc = do_backup(e, v, &c, reply, err, sizeof(err)); break;
