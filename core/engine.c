@@ -1845,6 +1845,10 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 			snprintf(err, errlen, "no pool %s", c->name);
 			return -ENOENT;
 		}
+		if (p->busy) {
+			snprintf(err, errlen, "pool %s is being collected or listed", c->name);
+			return -EBUSY;
+		}
 		for (struct vol *v = e->vols; v; v = v->next) {
 			for (struct history *h = v->hists; h; h = h->next)
 				if (h->row.tape_status != HS_NONE && !strcmp(h->row.pool, c->name)) {
@@ -1872,8 +1876,6 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 		sbuf_addf(reply, "ok pool=%s deleted=1\n", c->name);
 		return 0;
 	case CMD_POOL_IMPORT:
-	case CMD_POOL_HOSTS:
-	case CMD_POOL_GC:
 		if (!p) {
 			snprintf(err, errlen, "no pool %s", c->name);
 			return -ENOENT;
@@ -1881,14 +1883,42 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 		rc = engine_pool_open(e, p, err, errlen);
 		if (rc)
 			return rc;
-		if (c->kind == CMD_POOL_IMPORT)
-			return pool_import(e, p, c->host[0] ? c->host : NULL, reply, err, errlen);
-		if (c->kind == CMD_POOL_HOSTS)
-			return pool_hosts(e, p, reply, err, errlen);
-		return pool_gc(e, p, c->has_grace ? (int64_t)c->grace_s : 3600, reply, err, errlen);
+		return pool_import(e, p, c->host[0] ? c->host : NULL, reply, err, errlen);
 	default:
 		return -EINVAL;
 	}
+}
+
+/* pool gc and pool hosts: object-store I/O that may take long (or hang), so
+ * not under e->lock; the pool stays (pool delete refuses while busy), the
+ * tier serialises collectors itself */
+static int pool_cmd_unlocked(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+			     struct sbuf *reply)
+{
+	struct pool *p;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	p = engine_pool(e, c->name);
+	if (!p) {
+		snprintf(err, errlen, "no pool %s", c->name);
+		rc = -ENOENT;
+	} else {
+		rc = engine_pool_open(e, p, err, errlen);
+		if (!rc)
+			p->busy++;
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (rc)
+		return rc;
+	if (c->kind == CMD_POOL_HOSTS)
+		rc = pool_hosts(e, p, reply, err, errlen);
+	else
+		rc = pool_gc(e, p, c->has_grace ? (int64_t)c->grace_s : 3600, reply, err, errlen);
+	pthread_mutex_lock(&e->lock);
+	p->busy--;
+	pthread_mutex_unlock(&e->lock);
+	return rc;
 }
 
 static int run_global(struct engine *e, const struct cmd *c, char *err, size_t errlen,
@@ -1921,7 +1951,9 @@ int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, str
 			/* before the lock: the check must not wait on the mount */
 			if (c.kind == CMD_VOLUME_CREATE && c.has_path)
 				rc = from_outside_mount(e, c.path, err, sizeof(err));
-			if (!rc) {
+			if (!rc && (c.kind == CMD_POOL_GC || c.kind == CMD_POOL_HOSTS)) {
+				rc = pool_cmd_unlocked(e, &c, err, sizeof(err), reply);
+			} else if (!rc) {
 				pthread_mutex_lock(&e->lock);
 				rc = run_global(e, &c, err, sizeof(err), reply);
 				pthread_mutex_unlock(&e->lock);

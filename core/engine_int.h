@@ -99,6 +99,7 @@ struct vol {
 struct pool {
 	struct pool_row row;
 	struct tier_pool *tp; /* opened lazily */
+	int busy;	      /* gc or hosts listing running without e->lock; under e->lock */
 	struct pool *next;
 };
 

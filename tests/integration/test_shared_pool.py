@@ -463,3 +463,34 @@ def test_two_hosts_random_interleavings(pool, mount_factory, request):
         pass
     assert not wrong, wrong[:5]
     assert n["succeeded"] > 0
+
+
+def test_gc_does_not_stall_the_mount(pool, mount_factory, tmp_path):
+    """pool gc talks to the object store for as long as it takes; the rest
+    of the mount does not wait for it (issue 17)."""
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    a = host(mount_factory, pool, "hostA", pause_dir=pause, pause="gc-listed")
+    make_garbage(a, 50)
+    a.create_volume("other", "4M")
+    res = {}
+    t = threading.Thread(target=lambda: res.update(r=a.ctl_err("pool gc shared grace=0")))
+    t.start()
+    times = []
+    try:
+        wait_file(pause / "gc-listed.reached", "the gc to stop after its listing")
+        for i in range(20):
+            t0 = time.monotonic()
+            os.listdir(a.mnt / "volumes")
+            (a.mnt / "status.json").read_text()
+            a.ctl("backup -m DISK", "other")
+            times.append(time.monotonic() - t0)
+        assert t.is_alive(), "the gc was not held"
+        # (global ctl commands meanwhile wait in the kernel: writes to one
+        # file are serialised by its inode lock)
+    finally:
+        (pause / "gc-listed.go").touch()
+        t.join(timeout=120 * TIME_SCALE)
+    assert max(times) < 1.0 * TIME_SCALE, sorted(times)[-3:]
+    err, reply = res["r"]
+    assert err == 0 and int(a.parse_reply(reply)["packs_deleted"]) > 0, reply
