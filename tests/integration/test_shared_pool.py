@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TIME_SCALE
-from test_tape import (GRAIN, JOB_TIMEOUT, assert_same, hist_info, log_text, vpath,
+from test_tape import (GRAIN, FilePool, JOB_TIMEOUT, assert_same, hist_info, log_text, vpath,
                        wait_for, wait_job)
 
 MiB = 1 << 20
@@ -58,14 +58,8 @@ class SharedPool:
         m.ctl(f"pool create shared {self.url} {self.opts} {extra}".strip())
 
     def keys(self, prefix=""):
-        if self.kind == "file":
-            out = []
-            for d, dirs, files in os.walk(self.dir):
-                dirs[:] = [x for x in dirs if not x.startswith(".")]
-                for f in files:
-                    if not f.startswith("."):
-                        out.append(os.path.relpath(os.path.join(d, f), self.dir))
-            return sorted(k for k in out if k.startswith(prefix))
+        if self.kind == "file":  # test_tape's listing of a pool directory
+            return [k for k in FilePool.keys(self) if k.startswith(prefix)]
         import subprocess
         r = subprocess.run(["aws", "--endpoint-url", str(self.rgw), "s3api",
                             "list-objects-v2", "--bucket", self.bucket,
