@@ -870,7 +870,13 @@ static int compare_chunk(struct rqueue *q, struct rchunk *c, uint64_t g0)
 			} else if (local_zero) {
 				c->what[k] = G_DATA;
 			} else {
-				sha256(p, grain, hl);
+				rc = 0;
+				if (t->image_block_name)
+					rc = t->image_block_name(q->src->ti, p, grain, hl);
+				else
+					sha256(p, grain, hl);
+				if (rc)
+					return rc;
 				c->what[k] = memcmp(hl, hr, 32) ? G_DATA : G_MATCH;
 			}
 			compared++;
@@ -1189,8 +1195,14 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 			goto out_unlock;
 		}
 		rc = engine_pool_open(e, p, err, errlen);
+		struct tier_manifest_info expect = {
+			.volume = v->row.name,
+			.version = src.h->row.version,
+			.size_bytes = v->row.size_bytes,
+			.grain_bytes = v->row.grain_bytes,
+		};
 		if (!rc)
-			rc = e->tier->image_open(p->tp, src.h->row.manifest, &src.ti);
+			rc = e->tier->image_open(p->tp, src.h->row.manifest, &expect, &src.ti);
 		if (rc) {
 			errf(err, errlen, rc, "cannot open tape history %llu: %s",
 			     (unsigned long long)src.h->row.version, strerror(-rc));

@@ -44,6 +44,7 @@ const char *cmd_name(enum cmd_kind kind)
 	case CMD_POOL_IMPORT: return "pool import";
 	case CMD_POOL_GC: return "pool gc";
 	case CMD_POOL_HOSTS: return "pool hosts";
+	case CMD_POOL_PASSWD: return "pool passwd";
 	case CMD_BACKUP: return "backup";
 	case CMD_RESTORE: return "restore";
 	case CMD_HISTDEL: return "histdel";
@@ -324,7 +325,9 @@ static int parse_tapepolicy(struct toks *t, struct cmd *c, char *err, size_t err
 static const char *const pool_keys[] = { "endpoint", "region",	 "path_style", "credentials",
 					  "ca",	      "pack_mb", "threads",    "cache_mb",
 					  "readahead_mb", "retries", "retry_s", "timeout_s",
-					  "lock_stale", "lock_wait", "multipart_mb" };
+					  "lock_stale", "lock_wait", "multipart_mb",
+					  "key",	"encrypt", "format",	 "compress",
+					  "kdf_log2n" };
 
 static int parse_pool_create(struct toks *t, struct cmd *c, char *err, size_t errlen)
 {
@@ -364,6 +367,10 @@ static int parse_pool_create(struct toks *t, struct cmd *c, char *err, size_t er
 		for (int j = 4; j < i; j++)
 			if (!strncmp(t->w[j], t->w[i], (size_t)(eq - t->w[i]) + 1))
 				return fail(err, errlen, "pool option given twice");
+		if ((!strncmp(t->w[i], "key=", 4) || !strncmp(t->w[i], "credentials=", 12)) &&
+		    eq[1] != '/')
+			return fail(err, errlen, "%.*s= must be an absolute path",
+				    (int)(eq - t->w[i]), t->w[i]);
 		size_t wl = strlen(t->w[i]);
 		if (used + wl + 2 > sizeof(c->opts))
 			return fail(err, errlen, "pool options too long");
@@ -420,6 +427,16 @@ static int parse_global(struct toks *t, struct cmd *c, char *err, size_t errlen)
 	if (!strcmp(w0, "pool") && !strcmp(w1, "create")) {
 		c->kind = CMD_POOL_CREATE;
 		return parse_pool_create(t, c, err, errlen);
+	}
+	if (!strcmp(w0, "pool") && !strcmp(w1, "passwd")) {
+		c->kind = CMD_POOL_PASSWD;
+		const char *k = t->n == 4 ? kv(t->w[3], "key") : NULL;
+		if (!k || k[0] != '/')
+			return fail(err, errlen, "usage: pool passwd NAME key=/ABSOLUTE/FILE");
+		if (strlen(k) >= sizeof(c->path))
+			return fail(err, errlen, "key file path too long");
+		snprintf(c->path, sizeof(c->path), "%s", k);
+		return copy_name(c->name, t->w[2], "pool", err, errlen);
 	}
 	if (!strcmp(w0, "pool") && (!strcmp(w1, "delete") || !strcmp(w1, "import") ||
 				    !strcmp(w1, "gc") || !strcmp(w1, "hosts"))) {

@@ -33,6 +33,7 @@ enum cmd_kind {
 	CMD_POOL_IMPORT,
 	CMD_POOL_GC,
 	CMD_POOL_HOSTS,
+	CMD_POOL_PASSWD,
 	/* per volume */
 	CMD_BACKUP,
 	CMD_RESTORE,

@@ -461,7 +461,7 @@ int engine_pool_open(struct engine *e, struct pool *p, char *err, size_t errlen)
 		snprintf(err, errlen, "tape tier not available in this build");
 		return -EIO;
 	}
-	int rc = e->tier->pool_open(p->row.url, p->row.opts, &p->tp, err, errlen);
+	int rc = e->tier->pool_open(p->row.name, p->row.url, p->row.opts, &p->tp, err, errlen);
 	if (!rc && e->tier->pool_identity)
 		e->tier->pool_identity(p->tp, e->holder);
 	return rc;
@@ -1808,38 +1808,6 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 	int rc;
 
 	switch (c->kind) {
-	case CMD_POOL_CREATE: {
-		if (p) {
-			snprintf(err, errlen, "pool %s exists", c->name);
-			return -EEXIST;
-		}
-		p = calloc(1, sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		snprintf(p->row.name, sizeof(p->row.name), "%s", c->name);
-		snprintf(p->row.url, sizeof(p->row.url), "%s", c->url);
-		snprintf(p->row.opts, sizeof(p->row.opts), "%s", c->opts);
-		if (e->tier) {
-			rc = e->tier->pool_open(p->row.url, p->row.opts, &p->tp, err, errlen);
-			if (rc) {
-				free(p);
-				return rc;
-			}
-			if (e->tier->pool_identity)
-				e->tier->pool_identity(p->tp, e->holder);
-		}
-		rc = catalog_put_pool(e->cat, &p->row);
-		if (rc) {
-			pool_close_counted(e, p);
-			free(p);
-			return rc;
-		}
-		p->next = e->pools;
-		e->pools = p;
-		engine_log(e, "pool %s created (%s)", c->name, c->url);
-		sbuf_addf(reply, "ok pool=%s\n", c->name);
-		return 0;
-	}
 	case CMD_POOL_DELETE:
 		if (!p) {
 			snprintf(err, errlen, "no pool %s", c->name);
@@ -1889,6 +1857,111 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 	}
 }
 
+/* pool create: the tier checks the store, the key, writes a new pool's
+ * config (I/O that may take long), so without e->lock; then the pool is
+ * recorded under it */
+static int pool_create_unlocked(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+				struct sbuf *reply)
+{
+	struct pool *p = calloc(1, sizeof(*p));
+	int rc = 0;
+	if (!p)
+		return -ENOMEM;
+	snprintf(p->row.name, sizeof(p->row.name), "%s", c->name);
+	snprintf(p->row.url, sizeof(p->row.url), "%s", c->url);
+	snprintf(p->row.opts, sizeof(p->row.opts), "%s", c->opts);
+	pthread_mutex_lock(&e->lock);
+	if (engine_pool(e, c->name)) {
+		snprintf(err, errlen, "pool %s exists", c->name);
+		rc = -EEXIST;
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (!rc && e->tier) {
+		rc = e->tier->pool_create(p->row.name, p->row.url, p->row.opts, &p->tp, err, errlen);
+		if (!rc && e->tier->pool_identity)
+			e->tier->pool_identity(p->tp, e->holder);
+	}
+	if (rc) {
+		free(p);
+		return rc;
+	}
+	pthread_mutex_lock(&e->lock);
+	if (engine_pool(e, c->name)) { /* created meanwhile */
+		snprintf(err, errlen, "pool %s exists", c->name);
+		rc = -EEXIST;
+	} else {
+		rc = catalog_put_pool(e->cat, &p->row);
+	}
+	if (!rc) {
+		p->next = e->pools;
+		e->pools = p;
+		engine_log(e, "pool %s created (%s)", c->name, c->url);
+		sbuf_addf(reply, "ok pool=%s\n", c->name);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (rc) {
+		pool_close_counted(e, p);
+		free(p);
+	}
+	return rc;
+}
+
+/* opts with key=FILE set to key (replacing the old one) */
+static int opts_set_key(char *opts, size_t cap, const char *key)
+{
+	char out[sizeof(((struct pool_row *)0)->opts)];
+	size_t used = 0;
+	const char *s = opts;
+	while (*s) {
+		size_t wl = strcspn(s, " ");
+		if (wl && strncmp(s, "key=", 4)) {
+			if (used + wl + 2 > sizeof(out))
+				return -ENAMETOOLONG;
+			memcpy(out + used, s, wl);
+			used += wl;
+			out[used++] = ' ';
+		}
+		s += wl;
+		s += strspn(s, " ");
+	}
+	int n = snprintf(out + used, sizeof(out) - used, "key=%s", key);
+	if (n < 0 || (size_t)n >= sizeof(out) - used || used + (size_t)n >= cap)
+		return -ENAMETOOLONG;
+	memcpy(opts, out, used + (size_t)n + 1);
+	return 0;
+}
+
+/* pool passwd: the tier re-wraps the key (scrypt, a PUT), then the catalog
+ * names the new key file */
+static int pool_passwd(struct engine *e, struct pool *p, const char *keyfile, struct sbuf *reply,
+		       char *err, size_t errlen)
+{
+	if (!e->tier->pool_passwd) {
+		snprintf(err, errlen, "this tape tier cannot change keys");
+		return -EOPNOTSUPP;
+	}
+	int rc = e->tier->pool_passwd(p->tp, keyfile, err, errlen);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&e->lock);
+	struct pool_row row = p->row;
+	rc = opts_set_key(row.opts, sizeof(row.opts), keyfile);
+	if (!rc)
+		rc = catalog_put_pool(e->cat, &row);
+	if (!rc)
+		p->row = row;
+	pthread_mutex_unlock(&e->lock);
+	if (rc) {
+		snprintf(err, errlen, "the pool's key was changed but the catalog could not record "
+				      "%s: %s (give key=%s at the next pool create)",
+			 keyfile, strerror(-rc), keyfile);
+		return rc;
+	}
+	engine_log(e, "pool %s: passphrase changed", p->row.name);
+	sbuf_addf(reply, "ok pool=%s key=changed\n", p->row.name);
+	return 0;
+}
+
 /* pool gc and pool hosts: object-store I/O that may take long (or hang), so
  * not under e->lock; the pool stays (pool delete refuses while busy), the
  * tier serialises collectors itself */
@@ -1913,6 +1986,8 @@ static int pool_cmd_unlocked(struct engine *e, const struct cmd *c, char *err, s
 		return rc;
 	if (c->kind == CMD_POOL_HOSTS)
 		rc = pool_hosts(e, p, reply, err, errlen);
+	else if (c->kind == CMD_POOL_PASSWD)
+		rc = pool_passwd(e, p, c->path, reply, err, errlen);
 	else
 		rc = pool_gc(e, p, c->has_grace ? (int64_t)c->grace_s : 3600, reply, err, errlen);
 	pthread_mutex_lock(&e->lock);
@@ -1951,7 +2026,10 @@ int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, str
 			/* before the lock: the check must not wait on the mount */
 			if (c.kind == CMD_VOLUME_CREATE && c.has_path)
 				rc = from_outside_mount(e, c.path, err, sizeof(err));
-			if (!rc && (c.kind == CMD_POOL_GC || c.kind == CMD_POOL_HOSTS)) {
+			if (!rc && c.kind == CMD_POOL_CREATE) {
+				rc = pool_create_unlocked(e, &c, err, sizeof(err), reply);
+			} else if (!rc && (c.kind == CMD_POOL_GC || c.kind == CMD_POOL_HOSTS ||
+					   c.kind == CMD_POOL_PASSWD)) {
 				rc = pool_cmd_unlocked(e, &c, err, sizeof(err), reply);
 			} else if (!rc) {
 				pthread_mutex_lock(&e->lock);

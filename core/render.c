@@ -597,7 +597,7 @@ static const char readme_text[] =
 	"                          tapepolicy VOL [gens=N] [days=D] [pool=NAME] |\n"
 	"                          pool create NAME URL [key=value...] | pool delete NAME |\n"
 	"                          pool import NAME [host=ID|NAME] | pool gc NAME [grace=S] |\n"
-	"                          pool hosts NAME\n"
+	"                          pool hosts NAME | pool passwd NAME key=FILE\n"
 	"devdisp trkstat histdisp  the ACM tables for all volumes\n"
 	"status.json metrics       the same for machines (JSON, Prometheus text)\n"
 	"volumes/<vol>/data        the transaction volume: read/write, fixed size\n"

@@ -76,11 +76,21 @@ struct tier_gc_stats {
 };
 
 struct tier_ops {
-	/* Open a pool. url: "file:///abs/dir" or "s3://bucket/prefix". opts: the
-	 * pool's key=value options separated by spaces (endpoint=, region=,
-	 * path_style=1, credentials=/path/0600-file, ca=...), may be "". */
-	int (*pool_open)(const char *url, const char *opts, struct tier_pool **out, char *err,
-			 size_t errlen);
+	/* Open a pool. name: the pool's name (for messages). url:
+	 * "file:///abs/dir" or "s3://bucket/prefix". opts: the pool's key=value
+	 * options separated by spaces (endpoint=, region=, path_style=1,
+	 * credentials=/path/0600-file, ca=..., key=/path/0600-passphrase-file),
+	 * may be "". A wrong passphrase is -EACCES ("wrong key for pool NAME"). */
+	int (*pool_open)(const char *name, const char *url, const char *opts,
+			 struct tier_pool **out, char *err, size_t errlen);
+	/* The same for `pool create`: a new, empty pool gets its format 2
+	 * config (encrypted with key=, or encrypt=none); a pool that exists is
+	 * joined (same passphrase: same keys, shared dedup). */
+	int (*pool_create)(const char *name, const char *url, const char *opts,
+			   struct tier_pool **out, char *err, size_t errlen);
+	/* Re-wraps an encrypted pool's master key under the passphrase in
+	 * keyfile. May be NULL. */
+	int (*pool_passwd)(struct tier_pool *p, const char *keyfile, char *err, size_t errlen);
 	void (*pool_close)(struct tier_pool *p);
 	/* Who this process is, "<host id>:<host name>": written into the bucket
 	 * locks that other hosts see. May be NULL. */
@@ -112,8 +122,12 @@ struct tier_ops {
 		    void *arg);
 
 	/* Read a tape history as an image. Every block is verified against its
-	 * hash: a mismatch gives -EIO, never wrong bytes. */
-	int (*image_open)(struct tier_pool *p, const char *manifest, struct tier_image **out);
+	 * hash (or tag): a mismatch gives -EIO, never wrong bytes. expect (may
+	 * be NULL) is what the catalog knows of it: volume, version, size_bytes
+	 * and grain_bytes must match the manifest, else -EIO (a manifest
+	 * swapped, replayed or truncated in the store). */
+	int (*image_open)(struct tier_pool *p, const char *manifest,
+			  const struct tier_manifest_info *expect, struct tier_image **out);
 	ssize_t (*image_read)(struct tier_image *im, void *buf, size_t len, uint64_t off);
 	/* The same without a copy: calls reply(arg, iov, iovcnt) once with
 	 * segments covering [off, off+len) (clipped at the end of the image; none
@@ -130,8 +144,13 @@ struct tier_ops {
 	int (*image_prefetch)(struct tier_image *im, uint64_t off, size_t len);
 	/* whence = SEEK_DATA or SEEK_HOLE; returns offset or -ENXIO */
 	int64_t (*image_seek)(struct tier_image *im, uint64_t off, int whence);
-	/* SHA-256 of grain g's block; returns 1 if the grain is all zero (no block), 0 else */
+	/* Name of grain g's block (its SHA-256, or a keyed hash in an encrypted
+	 * pool); returns 1 if the grain is all zero (no block), 0 else */
 	int (*image_grain_hash)(struct tier_image *im, uint64_t g, uint8_t out[32]);
+	/* The name the image's pool gives a grain of these bytes, to compare
+	 * with image_grain_hash. */
+	int (*image_block_name)(struct tier_image *im, const void *buf, size_t len,
+				uint8_t out[32]);
 	/* Re-read and check every block; *bad_grains = damaged grains found. */
 	int (*image_verify)(struct tier_image *im, uint64_t *bad_grains);
 	void (*image_close)(struct tier_image *im);

@@ -617,6 +617,7 @@ int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg 
 	struct history *h;
 	struct tier_pool *tp = NULL;
 	char key[256] = "";
+	struct tier_manifest_info expect = {0};
 	int rc = 0;
 
 	if (!im)
@@ -662,6 +663,12 @@ int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg 
 		}
 		tp = p->tp;
 		snprintf(key, sizeof(key), "%s", h->row.manifest);
+		expect = (struct tier_manifest_info){
+			.volume = v->row.name,
+			.version = h->row.version,
+			.size_bytes = v->row.size_bytes,
+			.grain_bytes = v->row.grain_bytes,
+		};
 	}
 	im->v = v;
 	im->h = h;
@@ -673,7 +680,7 @@ int himg_open(struct vol *v, uint64_t version, enum himg_kind kind, struct himg 
 	if (kind == HIMG_TAPE) {
 		/* the object store may be slow or not answer at all: the open waits
 		 * without the engine lock, so that only this reader waits */
-		rc = e->tier->image_open(tp, key, &im->ti);
+		rc = e->tier->image_open(tp, key, &expect, &im->ti);
 		if (rc) {
 			vol_log(v, "error: cannot open tape image of version %llu: %s",
 				(unsigned long long)version, strerror(-rc));

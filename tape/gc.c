@@ -114,19 +114,26 @@ static uint32_t le32_at(const uint8_t *b)
 static void gc_salvage(struct gc *gc, const struct tape_obj_info *oi)
 {
 	struct tier_pool *p = gc->p;
-	uint8_t hdr[72], *tab = NULL;
-	ssize_t n = pool_get(p, oi->key, 0, hdr, sizeof(hdr));
-	uint32_t H, P;
+	uint8_t hdr[TAPE_MANIFEST_FIXED2], *tab = NULL;
+	size_t want = oi->size_bytes < sizeof(hdr) ? (size_t)oi->size_bytes : sizeof(hdr);
+	ssize_t n = pool_get(p, oi->key, 0, hdr, want);
+	uint32_t H, P, V;
 
 	gc->st->manifests_unreadable++;
-	if (n != (ssize_t)sizeof(hdr) || memcmp(hdr, "ACMFSMAN", 8) || le32_at(hdr + 8) != 1)
+	if (n != (ssize_t)want || n < 72 || memcmp(hdr, "ACMFSMAN", 8))
 		goto keep_all;
+	V = le32_at(hdr + 8);
+	/* a version 1 or plain version 2 table can be read on its own; an
+	 * encrypted one cannot */
+	if (V != p->codec.version || (V == 2 && (n < TAPE_MANIFEST_FIXED2 || (hdr[70] & 1))))
+		goto keep_all;
+	uint32_t fixed = V == 2 ? TAPE_MANIFEST_FIXED2 : TAPE_MANIFEST_FIXED;
 	H = le32_at(hdr + 12);
 	P = le32_at(hdr + 28);
 	uint64_t G = (uint64_t)le32_at(hdr + 32) | (uint64_t)le32_at(hdr + 36) << 32;
 	/* the counts must account for the object's length exactly, or a flipped
 	 * count could hide packs */
-	if (H < 72 || H > 72 + 3 * 65535 || P > (1u << 24) || G > (oi->size_bytes / 24) ||
+	if (H < fixed || H > fixed + 3 * 65535 || P > (1u << 24) || G > (oi->size_bytes / 24) ||
 	    (uint64_t)H + 16ull * P + 24ull * G + 32 != oi->size_bytes)
 		goto keep_all;
 	tab = malloc((size_t)P * 16 + 1);
@@ -225,7 +232,7 @@ struct outpack {
 	uint32_t nr, cap_ents;
 };
 
-static int outpack_start(struct outpack *o, size_t cap)
+static int outpack_start(struct outpack *o, const struct tier_pool *p, size_t cap)
 {
 	if (RAND_bytes(o->id, 16) != 1)
 		return -EIO;
@@ -233,7 +240,7 @@ static int outpack_start(struct outpack *o, size_t cap)
 	o->buf = malloc(cap);
 	if (!o->buf)
 		return -ENOMEM;
-	o->len = tape_pack_start(o->buf, o->id);
+	o->len = tape_pack_start(o->buf, o->id, pool_codec(p));
 	o->nr = 0;
 	return 0;
 }
@@ -243,7 +250,7 @@ static int outpack_start(struct outpack *o, size_t cap)
 static int outpack_store(struct gc *gc, struct outpack *o)
 {
 	struct tier_pool *p = gc->p;
-	size_t ilen = (size_t)o->nr * TAPE_PACK_ENTRY_BYTES;
+	size_t ilen = tape_pack_index_bytes(pool_codec(p), o->nr);
 	size_t total = o->len + ilen + TAPE_PACK_TRAILER_BYTES;
 	char key[64];
 	int rc = 0;
@@ -253,8 +260,9 @@ static int outpack_store(struct gc *gc, struct outpack *o)
 		goto out_free;
 	}
 	o->buf = full;
-	tape_pack_index_encode(o->ents, o->nr, o->buf + o->len);
-	rc = tape_pack_trailer_encode(o->buf + o->len + ilen, o->nr, o->len, o->buf + o->len, ilen);
+	long tail = tape_pack_finish(pool_codec(p), o->id, o->ents, o->nr, o->len, o->buf + o->len);
+	if (tail < 0)
+		rc = (int)tail;
 	if (!rc)
 		rc = tape_pack_key(o->id, key, sizeof(key));
 	if (!rc)
@@ -302,13 +310,15 @@ static int outpack_add(struct gc *gc, struct outpack *o, uint32_t old_pack,
 {
 	size_t need = TAPE_PACK_DATA_OFF + pe->len;
 	int rc;
-	if (o->buf && o->nr && o->len + pe->len > o->cap) {
+	if (o->buf && o->nr &&
+	    (o->len + pe->len > o->cap ||
+	     o->nr >= tape_pack_max_blocks(pool_codec(gc->p), gc->p->pack_bytes, TAPE_GRAIN_MIN))) {
 		rc = outpack_store(gc, o);
 		if (rc)
 			return rc;
 	}
 	if (!o->buf) {
-		rc = outpack_start(o, gc->p->pack_bytes > need ? gc->p->pack_bytes : need);
+		rc = outpack_start(o, gc->p, gc->p->pack_bytes > need ? gc->p->pack_bytes : need);
 		if (rc)
 			return rc;
 	}
@@ -343,6 +353,7 @@ static int gc_copy_live(struct gc *gc)
 {
 	struct tier_pool *p = gc->p;
 	struct outpack o = {0};
+	struct tape_coder coder = {0};
 	uint8_t *in = NULL;
 	int rc = 0;
 
@@ -402,7 +413,14 @@ static int gc_copy_live(struct gc *gc)
 				if (!gc->live[no][k])
 					continue;
 				const uint8_t *blk = in + (pe[k].off - base);
-				if (tape_sha256(blk, pe[k].len, h) || memcmp(h, pe[k].hash, 32)) {
+				bool bad;
+				if (p->codec.version == 2)
+					bad = tape_block_verify(&p->codec, &coder, pe[k].hash,
+								pe[k].flags, blk, pe[k].len,
+								1u << (pe[k].flags >> TAPE_BLK_RAWSHIFT)) != 0;
+				else
+					bad = tape_sha256(blk, pe[k].len, h) || memcmp(h, pe[k].hash, 32);
+				if (bad) {
 					tape_log(TAPE_LOG_ERR, "gc: live block at %llu of %s damaged",
 						 (unsigned long long)pe[k].off, key);
 					rc = -EIO;
@@ -419,6 +437,7 @@ static int gc_copy_live(struct gc *gc)
 	free(o.buf);
 	free(o.ents);
 	free(in);
+	tape_coder_fini(&coder);
 	return rc;
 }
 
@@ -486,7 +505,7 @@ static int gc_rewrite_manifest(struct gc *gc, const char *key)
 	m.packs = ids;
 	m.nr_packs = nr_ids;
 	ids = NULL;
-	rc = tape_manifest_encode(&m, &enc, &enclen);
+	rc = tape_manifest_encode(&m, pool_codec(p), key, &enc, &enclen);
 	if (!rc)
 		rc = p->be->ops->put(p->be, key, enc, enclen);
 out_free:
@@ -505,6 +524,9 @@ int tape_pool_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stat
 	int rc;
 	unsigned reclaimed = 0;
 	memset(st, 0, sizeof(*st));
+	rc = pool_ready(p, st->busy, sizeof(st->busy));
+	if (rc)
+		return rc;
 	uint64_t req0 = atomic_load(&p->be->requests);
 	pthread_mutex_lock(&p->gc_lock);
 	rc = pool_lock_exclusive(p, &gc.now, &reclaimed, st->busy, sizeof(st->busy));

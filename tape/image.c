@@ -56,6 +56,8 @@ enum { ENT_LOADING, ENT_READY, ENT_FAILED };
 
 struct cache_ent {
 	uint64_t key;		   /* pack << 40 | off */
+	uint32_t slen;		   /* stored length of the block (the reference's) */
+	uint8_t prefix[8];	   /* the reference's name prefix, checked on arrival */
 	int state;
 	uint32_t refs;		   /* readers copying from it */
 	uint32_t waiting;	   /* readers waiting for it to leave LOADING */
@@ -111,6 +113,8 @@ struct tier_image {
 	uint64_t ra_next;    /* first grain not yet scheduled for read-ahead */
 	pthread_t workers[MAX_WORKERS];
 	unsigned nr_workers;
+	bool v2;	     /* blocks are sealed (codec.h): fetched into a staging
+				buffer and opened into the cache, not read in place */
 };
 
 static uint64_t ref_key(const struct tape_ref *r)
@@ -177,9 +181,10 @@ out_unlock:
 	return rc;
 }
 
-/* Checks one block against its pack index entry and manifest prefix. */
-static int block_check(struct tier_image *im, struct pack_idx *pi, uint64_t off, const uint8_t *data,
-		       uint32_t len, const uint8_t prefix[8])
+/* Checks one stored block fully against its pack index entry and the
+ * manifest's prefix: its SHA-256 (version 1) or everything (codec.h). */
+static int block_check(struct tier_image *im, struct tape_coder *k, struct pack_idx *pi,
+		       uint64_t off, const uint8_t *data, uint32_t len, const uint8_t prefix[8])
 {
 	uint8_t h[32];
 	long i = tape_pack_entry_find(pi->e, pi->nr, off);
@@ -187,17 +192,20 @@ static int block_check(struct tier_image *im, struct pack_idx *pi, uint64_t off,
 		return -EIO;
 	if (memcmp(pi->e[i].hash, prefix, 8) != 0)
 		return -EIO;
+	if (im->v2)
+		return tape_block_verify(&im->p->codec, k, pi->e[i].hash, pi->e[i].flags, data, len,
+					 im->m.grain_bytes);
 	if (tape_sha256(data, len, h) || memcmp(h, pi->e[i].hash, 32) != 0)
 		return -EIO;
 	return 0;
 }
 
-/* Fetches blocks [off[0], off[n-1]+grain) of a pack into buf. */
-static int fetch_run(struct tier_image *im, uint32_t pack, uint64_t first, uint64_t last,
+/* Fetches the stored bytes [first, end) of a pack into buf. */
+static int fetch_run(struct tier_image *im, uint32_t pack, uint64_t first, uint64_t end,
 		     uint8_t *buf)
 {
 	char key[64];
-	size_t want = (size_t)(last - first) + im->m.grain_bytes;
+	size_t want = (size_t)(end - first);
 	tape_pack_key(im->m.packs[pack], key, sizeof(key));
 	ssize_t n = pool_get(im->p, key, first, buf, want);
 	if (n < 0) {
@@ -274,8 +282,10 @@ static void cache_drop_locked(struct tier_image *im, struct cache_ent *e)
 
 /* A new LOADING entry for key; reuses the least recently used idle entry
  * when at capacity; with may_grow = 0 returns NULL instead of growing. */
-static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key, int may_grow)
+static struct cache_ent *cache_alloc_locked(struct tier_image *im, const struct tape_ref *r,
+					    int may_grow)
 {
+	uint64_t key = ref_key(r);
 	struct cache_ent *e = NULL;
 	if (im->nr_ents >= im->cap_ents) {
 		for (struct cache_ent *c = im->lru_tail; c; c = c->prev)
@@ -304,6 +314,8 @@ static struct cache_ent *cache_alloc_locked(struct tier_image *im, uint64_t key,
 		im->nr_ents++;
 	}
 	e->key = key;
+	e->slen = r->len;
+	memcpy(e->prefix, r->prefix, 8);
 	e->state = ENT_LOADING;
 	e->refs = 0;
 	e->waiting = 0;
@@ -325,10 +337,12 @@ static int queue_runs_locked(struct tier_image *im, struct cache_ent **miss, uin
 			goto out_nomem;
 		j->pack = (uint32_t)(miss[i]->key >> 40);
 		j->off0 = miss[i]->key & off_mask;
+		uint64_t end = j->off0;
 		do {
+			end = (miss[i]->key & off_mask) + miss[i]->slen;
 			j->ent[j->nr++] = miss[i++];
 		} while (i < n && j->nr < im->run_max && (miss[i]->key >> 40) == j->pack &&
-			 (miss[i]->key & off_mask) == j->off0 + (uint64_t)j->nr * im->m.grain_bytes);
+			 (miss[i]->key & off_mask) == end);
 		if (last)
 			last->next = j;
 		else
@@ -374,44 +388,87 @@ struct run {
 	struct job *j;
 	struct pack_idx *pi;
 	uint32_t done;
+	const uint8_t *stage;	  /* version 2: the run's stored bytes, from j->off0 */
+	struct tape_coder *coder; /* version 2: this worker's */
 };
 
+static uint64_t ent_off(const struct cache_ent *e)
+{
+	return e->key & ((1ull << 40) - 1);
+}
+
+/* The index entry of a cache entry's block, if it is the block the
+ * manifest's reference describes (length and name prefix), else -1. */
+static long ent_index(const struct run *r, const struct cache_ent *e)
+{
+	long k = tape_pack_entry_find(r->pi->e, r->pi->nr, ent_off(e));
+	if (k < 0 || r->pi->e[k].len != e->slen || memcmp(r->pi->e[k].hash, e->prefix, 8))
+		return -1;
+	return k;
+}
+
+/* Version 1: the blocks the pack index knows are checked together
+ * (multi-buffer SHA-256); ok[i] for blocks [r->done, r->done + n). */
+static void settle_check_v1(struct run *r, uint32_t n, bool fetched, bool *ok)
+{
+	uint32_t grain = r->im->m.grain_bytes;
+	const uint8_t *data[64], *want[64];
+	uint32_t at[64], nr_check = 0;
+	bool sum_ok[64];
+	for (uint32_t i = 0; i < n; i++) {
+		struct cache_ent *e = r->j->ent[r->done + i];
+		long k = fetched ? ent_index(r, e) : -1;
+		ok[i] = false;
+		if (k >= 0 && r->pi->e[k].len == grain) {
+			data[nr_check] = e->data;
+			want[nr_check] = r->pi->e[k].hash;
+			at[nr_check++] = i;
+		}
+	}
+	tape_sha256_check(nr_check, data, grain, want, sum_ok);
+	for (uint32_t c = 0; c < nr_check; c++)
+		ok[at[c]] = sum_ok[c];
+}
+
+/* Version 2: each block opened (authenticated, decompressed) from the
+ * staging buffer into its cache entry. */
+static void settle_check_v2(struct run *r, uint32_t n, bool fetched, bool *ok)
+{
+	struct tier_image *im = r->im;
+	for (uint32_t i = 0; i < n; i++) {
+		struct cache_ent *e = r->j->ent[r->done + i];
+		long k = fetched ? ent_index(r, e) : -1;
+		ok[i] = k >= 0 &&
+			!tape_block_open(&im->p->codec, r->coder, r->pi->e[k].hash,
+					 r->pi->e[k].flags, r->stage + (ent_off(e) - r->j->off0),
+					 e->slen, e->data, im->m.grain_bytes);
+	}
+}
+
 /* Moves blocks [r->done, upto) out of LOADING: READY if the bytes match the
- * pack index, FAILED otherwise. Hashing happens outside im->lock. */
+ * pack index and the manifest, FAILED otherwise. Checking happens outside
+ * im->lock. */
 static void run_settle(struct run *r, uint32_t upto, bool fetched)
 {
 	struct tier_image *im = r->im;
 	struct job *j = r->j;
-	uint32_t grain = im->m.grain_bytes;
 	bool ok[64];
 
 	while (r->done < upto) {
 		uint32_t n = upto - r->done < 64 ? upto - r->done : 64;
-		/* the blocks the pack index knows are checked together */
-		const uint8_t *data[64], *want[64];
-		uint32_t at[64], nr_check = 0;
-		bool sum_ok[64];
-		for (uint32_t i = 0; i < n; i++) {
-			uint64_t off = j->off0 + (uint64_t)(r->done + i) * grain;
-			long k = fetched ? tape_pack_entry_find(r->pi->e, r->pi->nr, off) : -1;
-			ok[i] = false;
-			if (k >= 0 && r->pi->e[k].len == grain) {
-				data[nr_check] = j->ent[r->done + i]->data;
-				want[nr_check] = r->pi->e[k].hash;
-				at[nr_check++] = i;
-			}
-		}
-		tape_sha256_check(nr_check, data, grain, want, sum_ok);
-		for (uint32_t c = 0; c < nr_check; c++)
-			ok[at[c]] = sum_ok[c];
+		if (im->v2)
+			settle_check_v2(r, n, fetched, ok);
+		else
+			settle_check_v1(r, n, fetched, ok);
 		for (uint32_t i = 0; i < n && fetched; i++) {
 			if (ok[i])
 				continue;
 			char hex[33];
 			tape_hex(im->m.packs[j->pack], 16, hex);
-			tape_log(TAPE_LOG_ERR, "image %s: block at %llu of pack %s fails its hash check",
-				 im->key, (unsigned long long)(j->off0 + (uint64_t)(r->done + i) * grain),
-				 hex);
+			tape_log(TAPE_LOG_ERR,
+				 "image %s: block at %llu of pack %s fails its check (damaged, "
+				 "not authentic, or not the block the manifest names)",
+				 im->key, (unsigned long long)ent_off(j->ent[r->done + i]), hex);
 		}
 		bool wake = false;
 		pthread_mutex_lock(&im->lock);
@@ -429,30 +486,50 @@ static void run_settle(struct run *r, uint32_t upto, bool fetched)
 	}
 }
 
+/* Blocks of the run whose stored bytes lie within the first got bytes. */
+static uint32_t run_arrived(const struct run *r, size_t got)
+{
+	const struct job *j = r->j;
+	if (!r->im->v2) {
+		uint32_t full = (uint32_t)(got / r->im->m.grain_bytes);
+		return full > j->nr ? j->nr : full;
+	}
+	uint32_t n = r->done;
+	while (n < j->nr && ent_off(j->ent[n]) + j->ent[n]->slen - j->off0 <= got)
+		n++;
+	return n;
+}
+
 static void run_progress(void *arg, size_t got)
 {
 	struct run *r = arg;
-	uint32_t full = (uint32_t)(got / r->im->m.grain_bytes);
+	uint32_t full = run_arrived(r, got);
 
-	if (full > r->j->nr)
-		full = r->j->nr;
 	/* in batches (one lock round per SETTLE_BATCH blocks), the last one whole */
 	if (full >= r->done + SETTLE_BATCH || (full == r->j->nr && full > r->done))
 		run_settle(r, full, true);
 }
 
-static void run_job(struct tier_image *im, struct job *j, struct iovec *iov)
+static void run_job(struct tier_image *im, struct job *j, struct iovec *iov, uint8_t *stage,
+		    struct tape_coder *coder)
 {
-	struct run r = {.im = im, .j = j};
+	struct run r = {.im = im, .j = j, .stage = stage, .coder = coder};
 	int rc = image_pack_index(im, j->pack, &r.pi);
 
 	if (!rc) {
 		char key[64];
-		size_t want = (size_t)j->nr * im->m.grain_bytes;
-		for (uint32_t i = 0; i < j->nr; i++)
-			iov[i] = (struct iovec){j->ent[i]->data, im->m.grain_bytes};
+		const struct cache_ent *last = j->ent[j->nr - 1];
+		size_t want = (size_t)(ent_off(last) + last->slen - j->off0);
+		int iovcnt = 1;
+		if (im->v2) {
+			iov[0] = (struct iovec){stage, want};
+		} else {
+			for (uint32_t i = 0; i < j->nr; i++)
+				iov[i] = (struct iovec){j->ent[i]->data, im->m.grain_bytes};
+			iovcnt = (int)j->nr;
+		}
 		tape_pack_key(im->m.packs[j->pack], key, sizeof(key));
-		ssize_t n = pool_getv(im->p, key, j->off0, iov, (int)j->nr, run_progress, &r);
+		ssize_t n = pool_getv(im->p, key, j->off0, iov, iovcnt, run_progress, &r);
 		if (n < 0)
 			tape_log(TAPE_LOG_ERR, "image %s: reading %s: %s", im->key, key,
 				 strerror((int)-n));
@@ -462,10 +539,18 @@ static void run_job(struct tier_image *im, struct job *j, struct iovec *iov)
 	run_settle(&r, j->nr, false); /* whatever did not arrive */
 }
 
+static size_t stage_bytes(const struct tier_image *im)
+{
+	return (size_t)im->run_max * (im->m.grain_bytes + TAPE_BLOCK_OVERHEAD);
+}
+
 static void *image_worker(void *arg)
 {
 	struct tier_image *im = arg;
 	struct iovec *buf = malloc(im->run_max * sizeof(*buf));
+	uint8_t *stage = im->v2 ? iomem_alloc(stage_bytes(im)) : NULL;
+	struct tape_coder coder = {0};
+	bool have = buf && (!im->v2 || stage);
 	pthread_mutex_lock(&im->lock);
 	for (;;) {
 		while (!im->stop && !im->q_head)
@@ -477,8 +562,8 @@ static void *image_worker(void *arg)
 		if (!im->q_head)
 			im->q_tail = NULL;
 		pthread_mutex_unlock(&im->lock);
-		if (buf) {
-			run_job(im, j, buf);
+		if (have) {
+			run_job(im, j, buf, stage, &coder);
 		} else { /* no buffer: fail the job rather than hang readers */
 			pthread_mutex_lock(&im->lock);
 			for (uint32_t i = 0; i < j->nr; i++)
@@ -491,6 +576,9 @@ static void *image_worker(void *arg)
 	}
 	pthread_mutex_unlock(&im->lock);
 	free(buf);
+	if (stage)
+		iomem_free(stage, stage_bytes(im));
+	tape_coder_fini(&coder);
 	return NULL;
 }
 
@@ -528,9 +616,39 @@ void tape_image_close(struct tier_image *im)
 	free(im);
 }
 
-int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image **out)
+/* The manifest is the one the catalog asked for: under its own key (volume
+ * and version in the name), of the catalog's geometry. In a version 2 pool
+ * the header is authenticated with its key, so a manifest moved, replayed
+ * or edited fails here or in decoding; in version 1 this still catches a
+ * swap of whole objects. */
+static int image_expect(const struct tier_image *im, const struct tier_manifest_info *x)
 {
-	int rc;
+	const struct tape_manifest *m = &im->m;
+	const char *why = NULL;
+	if (tape_manifest_key_check(im->key, m->volume, m->version))
+		why = "its volume or version is not the one its key names";
+	else if (x && x->volume && strcmp(x->volume, m->volume))
+		why = "it belongs to another volume";
+	else if (x && x->version && x->version != m->version)
+		why = "it is of another version";
+	else if (x && x->size_bytes && x->size_bytes != m->size_bytes)
+		why = "its size is not the volume's";
+	else if (x && x->grain_bytes && x->grain_bytes != m->grain_bytes)
+		why = "its grain is not the volume's";
+	if (!why)
+		return 0;
+	tape_log(TAPE_LOG_ERR, "image %s: refused: %s (the pool was tampered with or damaged)",
+		 im->key, why);
+	return -EIO;
+}
+
+int tape_image_open(struct tier_pool *p, const char *manifest,
+		    const struct tier_manifest_info *expect, struct tier_image **out)
+{
+	char perr[256];
+	int rc = pool_ready(p, perr, sizeof(perr));
+	if (rc)
+		return rc;
 	struct tier_image *im = calloc(1, sizeof(*im));
 	if (!im)
 		return -ENOMEM;
@@ -571,8 +689,14 @@ int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image
 	if (rc) {
 		free(im->pack_nos);
 		im->pack_nos = NULL;
+		if (rc == -EBADMSG)
+			rc = -EIO; /* a manifest that is not authentic reads as EIO */
 		goto out_close;
 	}
+	rc = image_expect(im, expect);
+	if (rc)
+		goto out_close;
+	im->v2 = p->codec.version == 2;
 	uint32_t grain = im->m.grain_bytes;
 	rc = iomem_slab_init(&im->mem, grain);
 	if (rc)
@@ -630,7 +754,7 @@ static uint64_t queue_grains_locked(struct tier_image *im, uint64_t from, uint64
 		const struct tape_ref *r = &im->m.refs[g];
 		if (r->pack == TAPE_ZERO_PACK || cache_find_locked(im, ref_key(r)))
 			continue;
-		struct cache_ent *e = cache_alloc_locked(im, ref_key(r), 0);
+		struct cache_ent *e = cache_alloc_locked(im, r, 0);
 		if (!e)
 			break;
 		tmp[n++] = e;
@@ -718,7 +842,7 @@ static int chunk_pin(struct tier_image *im, uint64_t g0, uint64_t g1, uint64_t o
 		uint64_t key = ref_key(r);
 		struct cache_ent *e = cache_find_locked(im, key);
 		if (!e) {
-			e = cache_alloc_locked(im, key, 1);
+			e = cache_alloc_locked(im, r, 1);
 			if (!e) {
 				rc = -ENOMEM;
 				goto out_unpin;
@@ -936,10 +1060,16 @@ int tape_image_grain_hash(struct tier_image *im, uint64_t g, uint8_t out[32])
 	return 0;
 }
 
+int tape_image_block_name(struct tier_image *im, const void *buf, size_t len, uint8_t out[32])
+{
+	return tape_codec_name(&im->p->codec, buf, len, out);
+}
+
 int tape_image_verify(struct tier_image *im, uint64_t *bad_grains)
 {
-	uint32_t grain = im->m.grain_bytes;
-	uint8_t *buf = malloc((size_t)im->run_max * grain);
+	size_t cap = stage_bytes(im);
+	uint8_t *buf = malloc(cap);
+	struct tape_coder coder = {0};
 	uint64_t bad = 0;
 	if (!buf)
 		return -ENOMEM;
@@ -951,22 +1081,25 @@ int tape_image_verify(struct tier_image *im, uint64_t *bad_grains)
 			continue;
 		}
 		/* grains whose blocks follow each other in one pack */
-		uint64_t n = 1;
+		uint64_t n = 1, end = r->off + r->len;
 		while (g + n < im->m.nr_grains && n < im->run_max &&
-		       im->m.refs[g + n].pack == r->pack &&
-		       im->m.refs[g + n].off == r->off + n * grain)
+		       im->m.refs[g + n].pack == r->pack && im->m.refs[g + n].off == end) {
+			end += im->m.refs[g + n].len;
 			n++;
+		}
 		struct pack_idx *pi;
 		int rc = image_pack_index(im, r->pack, &pi);
 		if (!rc)
-			rc = fetch_run(im, r->pack, r->off, r->off + (n - 1) * grain, buf);
+			rc = fetch_run(im, r->pack, r->off, end, buf);
 		for (uint64_t i = 0; i < n; i++) {
 			const struct tape_ref *ri = &im->m.refs[g + i];
-			if (rc || block_check(im, pi, ri->off, buf + i * grain, grain, ri->prefix))
+			if (rc || block_check(im, &coder, pi, ri->off, buf + (ri->off - r->off), ri->len,
+					      ri->prefix))
 				bad++;
 		}
 		g += n;
 	}
+	tape_coder_fini(&coder);
 	free(buf);
 	*bad_grains = bad;
 	return 0;

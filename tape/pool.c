@@ -14,6 +14,7 @@
 #include "tier.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,7 +282,10 @@ int pool_pack_index_fetch(struct tier_pool *p, const char *key, uint64_t size_by
 				 (unsigned long long)size_bytes);
 		return rc;
 	}
-	size_t ilen = (size_t)t.nr_blocks * TAPE_PACK_ENTRY_BYTES;
+	size_t ilen = (size_t)t.index_len;
+	uint8_t id[16];
+	if (tape_pack_key_parse(key, id))
+		return -EINVAL;
 	ib = malloc(ilen ? ilen : 1);
 	e = malloc((t.nr_blocks ? t.nr_blocks : 1) * sizeof(*e));
 	if (!ib || !e) {
@@ -299,9 +303,13 @@ int pool_pack_index_fetch(struct tier_pool *p, const char *key, uint64_t size_by
 			goto out_free;
 		}
 	}
-	rc = tape_pack_index_decode(ib, ilen, &t, e);
-	if (rc)
+	rc = tape_pack_index_read(pool_codec(p), id, ib, ilen, &t, e);
+	if (rc) {
+		tape_log(TAPE_LOG_WARN, "pack %s: index %s", key,
+			 t.version != p->codec.version ? "of another pool version"
+						       : "damaged or not authentic");
 		goto out_free;
+	}
 	free(ib);
 	*ents = e;
 	*nr = t.nr_blocks;
@@ -322,7 +330,7 @@ out_free:
 static int manifest_read(struct tier_pool *p, const char *key, uint8_t **buf, size_t *len)
 {
 	struct tape_obj_info oi;
-	uint8_t hdr[TAPE_MANIFEST_FIXED];
+	uint8_t hdr[TAPE_MANIFEST_FIXED2];
 	uint64_t total;
 	int rc = p->be->ops->head(p->be, key, &oi);
 	if (rc)
@@ -366,7 +374,7 @@ int pool_manifest_load(struct tier_pool *p, const char *key, struct tape_manifes
 	int rc = manifest_read(p, key, &buf, &len);
 	if (rc)
 		return rc;
-	rc = tape_manifest_decode(buf, len, m);
+	rc = tape_manifest_decode(buf, len, pool_codec(p), key, m);
 	if (!rc && sha)
 		memcpy(sha, buf + len - 32, 32);
 	if (rc)
@@ -544,8 +552,234 @@ static int opt_u64(const char *opts, const char *key, uint64_t def, uint64_t min
 	return 0;
 }
 
-int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tier_pool **out,
-			   char *err, size_t errlen)
+static void pool_free(struct tier_pool *p)
+{
+	for (uint32_t i = 0; i < p->nr_packs; i++)
+		free(p->packs[i].ents);
+	free(p->packs);
+	free(p->idmap);
+	free(p->bidx);
+	if (p->be)
+		p->be->ops->close(p->be);
+	tape_codec_wipe(&p->codec);
+	free(p->opts);
+	free(p->name);
+	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->gc_lock);
+	pthread_mutex_destroy(&p->codec_lock);
+	free(p);
+}
+
+/* ---- format version, keys, compression (codec.h) ---- */
+
+/* compress=zstd[:LEVEL]|none; the default level was chosen by measurement
+ * (BENCHMARKS.md, "Compression") */
+#define POOL_ZSTD_DEFAULT 3
+
+static int opt_compress(const char *opts, int *level)
+{
+	char v[32];
+	int rc = tape_opt_get(opts, "compress", v, sizeof(v));
+	if (rc < 0)
+		return -EINVAL;
+	*level = POOL_ZSTD_DEFAULT;
+	if (rc == 0 || !strcmp(v, "zstd"))
+		return 0;
+	if (!strcmp(v, "none")) {
+		*level = 0;
+		return 0;
+	}
+	char *end;
+	if (strncmp(v, "zstd:", 5))
+		return -EINVAL;
+	long l = strtol(v + 5, &end, 10);
+	if (*end || end == v + 5 || l < 1 || l > 19)
+		return -EINVAL;
+	*level = (int)l;
+	return 0;
+}
+
+static bool pool_is_empty(struct tier_pool *p, int *rc)
+{
+	struct objvec ov = {0};
+	*rc = p->be->ops->list(p->be, "packs/", objvec_add, &ov);
+	if (!*rc && !ov.n)
+		*rc = p->be->ops->list(p->be, "manifests/", objvec_add, &ov);
+	bool empty = !*rc && !ov.n;
+	free(ov.v);
+	return empty;
+}
+
+static int config_get(struct tier_pool *p, uint8_t cfg[TAPE_CONFIG_BYTES], bool *found)
+{
+	struct tape_obj_info oi;
+	*found = false;
+	int rc = p->be->ops->head(p->be, TAPE_CONFIG_KEY, &oi);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	if (oi.size_bytes != TAPE_CONFIG_BYTES)
+		return -EBADMSG;
+	ssize_t n = pool_get(p, TAPE_CONFIG_KEY, 0, cfg, TAPE_CONFIG_BYTES);
+	if (n < 0)
+		return (int)n;
+	if (n != TAPE_CONFIG_BYTES)
+		return -EBADMSG;
+	*found = true;
+	return 0;
+}
+
+/* Writes a new pool's config unless another host did first (under the
+ * exclusive bucket lock, so two creators end with one config). */
+static int config_create(struct tier_pool *p, const char *pass, size_t passlen,
+			 const struct tape_kdf *kdf, char *err, size_t errlen)
+{
+	uint8_t cfg[TAPE_CONFIG_BYTES];
+	struct tape_codec c;
+	int64_t now;
+	unsigned reclaimed;
+	bool found;
+	int rc = pool_lock_exclusive(p, &now, &reclaimed, err, errlen);
+	if (rc)
+		return rc;
+	rc = config_get(p, cfg, &found);
+	if (!rc && !found) {
+		rc = tape_config_create(&c, pass, passlen, kdf, cfg);
+		if (!rc)
+			rc = p->be->ops->put(p->be, TAPE_CONFIG_KEY, cfg, sizeof(cfg));
+		tape_codec_wipe(&c);
+		if (!rc)
+			tape_log(TAPE_LOG_INFO, "pool config written (format 2, %s)",
+				 pass ? "encrypted" : "not encrypted");
+	}
+	pool_unlock_exclusive(p);
+	if (rc)
+		snprintf(err, errlen, "writing the pool's config: %s", strerror(-rc));
+	return rc;
+}
+
+/* Reads the pool's config (creating it for a new pool) and sets p->codec:
+ * version 1 for a pool without one, else its parameters and keys. */
+static int pool_codec_setup(struct tier_pool *p, const char *opts, bool create, const char *name,
+			    char *err, size_t errlen)
+{
+	char keyfile[512], encrypt[16], format[8], kdfv[8];
+	char *pass = NULL;
+	size_t passlen = 0;
+	uint8_t cfg[TAPE_CONFIG_BYTES];
+	bool found;
+	int zlevel, rc;
+	struct tape_kdf kdf = {15, 8, 1};
+
+	int hk = tape_opt_get(opts, "key", keyfile, sizeof(keyfile));
+	int he = tape_opt_get(opts, "encrypt", encrypt, sizeof(encrypt));
+	int hf = tape_opt_get(opts, "format", format, sizeof(format));
+	int hd = tape_opt_get(opts, "kdf_log2n", kdfv, sizeof(kdfv));
+	if (hk < 0 || he < 0 || hf < 0 || hd < 0 || opt_compress(opts, &zlevel) ||
+	    (he > 0 && strcmp(encrypt, "none")) || (hf > 0 && strcmp(format, "1") && strcmp(format, "2"))) {
+		snprintf(err, errlen, "bad pool option (key=FILE, encrypt=none, format=1|2, "
+				      "compress=zstd[:1..19]|none)");
+		return -EINVAL;
+	}
+	if (hk > 0 && he > 0) {
+		snprintf(err, errlen, "key= and encrypt=none contradict each other");
+		return -EINVAL;
+	}
+	if (hd > 0) { /* tests: a cheaper KDF for a new pool's key */
+		char *end;
+		long n = strtol(kdfv, &end, 10);
+		if (*end || n < 10 || n > 22) {
+			snprintf(err, errlen, "kdf_log2n must be 10..22");
+			return -EINVAL;
+		}
+		kdf.log2n = (uint8_t)n;
+	}
+	if (hk > 0 && hf > 0 && !strcmp(format, "1")) {
+		snprintf(err, errlen, "a format 1 pool cannot be encrypted");
+		return -EINVAL;
+	}
+	if (hk > 0) {
+		rc = tape_pass_read(keyfile, &pass, &passlen, err, errlen);
+		if (rc)
+			return rc;
+	}
+	rc = config_get(p, cfg, &found);
+	if (rc) {
+		snprintf(err, errlen, "reading the pool's config: %s", strerror(-rc));
+		goto out;
+	}
+	if (!found) {
+		bool v1 = hf > 0 && !strcmp(format, "1");
+		if (!create && pass) {
+			snprintf(err, errlen, "pool %s: its config object is missing: refusing to "
+					      "open an encrypted pool without it", name);
+			rc = -EIO;
+			goto out;
+		}
+		/* a pool that is still empty becomes format 2 at its creation or
+		 * first use (the store's default pool is never "created") */
+		if (!v1) {
+			bool empty = pool_is_empty(p, &rc);
+			if (rc) {
+				snprintf(err, errlen, "listing the pool: %s", strerror(-rc));
+				goto out;
+			}
+			v1 = !empty; /* a pool written before format 2 stays format 1 */
+		}
+		if (v1) {
+			if (pass) {
+				snprintf(err, errlen, "pool %s holds format 1 data, which cannot be "
+						      "encrypted: use a new pool", name);
+				rc = -EINVAL;
+				goto out;
+			}
+			tape_codec_v1(&p->codec);
+			rc = 0;
+			goto out;
+		}
+		rc = config_create(p, pass, passlen, &kdf, err, errlen);
+		if (rc)
+			goto out;
+		rc = config_get(p, cfg, &found);
+		if (!rc && !found)
+			rc = -EIO;
+		if (rc) {
+			snprintf(err, errlen, "reading the pool's config back: %s", strerror(-rc));
+			goto out;
+		}
+	}
+	if (hf > 0 && !strcmp(format, "1")) {
+		snprintf(err, errlen, "pool %s is a format 2 pool", name);
+		rc = -EINVAL;
+		goto out;
+	}
+	rc = tape_config_open(cfg, sizeof(cfg), pass, passlen, &p->codec);
+	if (rc == -EACCES)
+		snprintf(err, errlen, "wrong key for pool %s", name);
+	else if (rc == -ENOKEY)
+		snprintf(err, errlen, "pool %s is encrypted: key=FILE is needed", name);
+	else if (rc == -EPROTONOSUPPORT)
+		snprintf(err, errlen, "pool %s: config of an unknown version", name);
+	else if (rc)
+		snprintf(err, errlen, "pool %s: config damaged (%s)", name, strerror(-rc));
+	if (rc == -ENOKEY)
+		rc = -EACCES;
+	if (!rc && !p->codec.encrypted && pass) {
+		snprintf(err, errlen, "pool %s is not encrypted: drop key=", name);
+		rc = -EINVAL;
+	}
+	if (!rc)
+		p->codec.zlevel = zlevel;
+out:
+	tape_pass_free(pass, passlen);
+	if (rc)
+		tape_codec_wipe(&p->codec);
+	return rc;
+}
+
+static int pool_open_common(struct tape_backend *be, const char *opts, bool create,
+			    const char *name, struct tier_pool **out, char *err, size_t errlen)
 {
 	uint64_t pack_mb, threads, cache_mb, ra_mb, pack_kb, lock_stale, lock_wait;
 	if (!opts)
@@ -575,8 +809,56 @@ int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tie
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->gc_lock, NULL);
 	pool_lock_init(&p->lk, (int64_t)lock_stale, (int64_t)lock_wait);
+	pthread_mutex_init(&p->codec_lock, NULL);
+	p->opts = strdup(opts);
+	p->name = strdup(name);
+	if (!p->opts || !p->name) {
+		p->be = NULL;
+		pool_free(p);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	/* a create checks the key and writes the config now; a mount's open
+	 * does no I/O (it may run under the engine's lock), the first
+	 * operation reads the config (pool_ready) */
+	if (create) {
+		int rc = pool_codec_setup(p, opts, true, name, err, errlen);
+		if (rc) {
+			p->be = NULL; /* the caller keeps it */
+			pool_free(p);
+			return rc;
+		}
+		p->codec_ready = true;
+	}
 	*out = p;
 	return 0;
+}
+
+int pool_ready(struct tier_pool *p, char *err, size_t errlen)
+{
+	int rc = 0;
+	pthread_mutex_lock(&p->codec_lock);
+	if (!p->codec_ready) {
+		rc = pool_codec_setup(p, p->opts, false, p->name, err, errlen);
+		if (!rc)
+			p->codec_ready = true;
+		else
+			tape_log(TAPE_LOG_ERR, "pool %s: %s", p->name, err);
+	}
+	pthread_mutex_unlock(&p->codec_lock);
+	return rc;
+}
+
+int tape_pool_open_backend(struct tape_backend *be, const char *opts, struct tier_pool **out,
+			   char *err, size_t errlen)
+{
+	return pool_open_common(be, opts, false, "", out, err, errlen);
+}
+
+int tape_pool_create_backend(struct tape_backend *be, const char *opts, struct tier_pool **out,
+			     char *err, size_t errlen)
+{
+	return pool_open_common(be, opts, true, "", out, err, errlen);
 }
 
 ssize_t pool_get(struct tier_pool *p, const char *key, uint64_t off, void *buf, size_t len)
@@ -608,16 +890,74 @@ struct tape_backend *tape_pool_backend(struct tier_pool *p)
 	return p->be;
 }
 
-static int tier_pool_open(const char *url, const char *opts, struct tier_pool **out, char *err,
-			  size_t errlen)
+static int tier_pool_open_as(const char *name, const char *url, const char *opts, bool create,
+			     struct tier_pool **out, char *err, size_t errlen)
 {
 	struct tape_backend *be;
+	char v[16];
+	if (!opts)
+		opts = "";
+	/* data leaving the site is encrypted unless the user says otherwise */
+	if (create && !strncmp(url, "s3://", 5) && tape_opt_get(opts, "key", v, sizeof(v)) == 0 &&
+	    tape_opt_get(opts, "encrypt", v, sizeof(v)) == 0) {
+		snprintf(err, errlen, "an s3:// pool needs key=FILE (a 0600 passphrase file), or "
+				      "encrypt=none to store it unencrypted");
+		return -EINVAL;
+	}
 	int rc = tape_backend_open(url, opts, &be, err, errlen);
 	if (rc)
 		return rc;
-	rc = tape_pool_open_backend(be, opts, out, err, errlen);
+	rc = pool_open_common(be, opts, create, name, out, err, errlen);
 	if (rc)
 		be->ops->close(be);
+	return rc;
+}
+
+static int tier_pool_open(const char *name, const char *url, const char *opts,
+			  struct tier_pool **out, char *err, size_t errlen)
+{
+	return tier_pool_open_as(name, url, opts, false, out, err, errlen);
+}
+
+static int tier_pool_create(const char *name, const char *url, const char *opts,
+			    struct tier_pool **out, char *err, size_t errlen)
+{
+	return tier_pool_open_as(name, url, opts, true, out, err, errlen);
+}
+
+/* A new passphrase for an encrypted pool: the same master key, wrapped
+ * anew, written under the exclusive lock. Other hosts' running mounts keep
+ * working; they need the new passphrase at their next mount. */
+static int tier_pool_passwd(struct tier_pool *p, const char *keyfile, char *err, size_t errlen)
+{
+	uint8_t cfg[TAPE_CONFIG_BYTES];
+	char *pass = NULL;
+	size_t passlen = 0;
+	int64_t now;
+	unsigned reclaimed;
+	int rc = pool_ready(p, err, errlen);
+	if (rc)
+		return rc;
+	if (p->codec.version != 2 || !p->codec.encrypted) {
+		snprintf(err, errlen, "the pool is not encrypted");
+		return -EINVAL;
+	}
+	rc = tape_pass_read(keyfile, &pass, &passlen, err, errlen);
+	if (rc)
+		return rc;
+	rc = tape_config_rewrap(&p->codec, pass, passlen, cfg);
+	tape_pass_free(pass, passlen);
+	if (rc) {
+		snprintf(err, errlen, "wrapping the key: %s", strerror(-rc));
+		return rc;
+	}
+	rc = pool_lock_exclusive(p, &now, &reclaimed, err, errlen);
+	if (rc)
+		return rc;
+	rc = p->be->ops->put(p->be, TAPE_CONFIG_KEY, cfg, sizeof(cfg));
+	pool_unlock_exclusive(p);
+	if (rc)
+		snprintf(err, errlen, "writing the pool's config: %s", strerror(-rc));
 	return rc;
 }
 
@@ -626,15 +966,7 @@ static void tier_pool_close(struct tier_pool *p)
 	if (!p)
 		return;
 	pool_lock_fini(p);
-	for (uint32_t i = 0; i < p->nr_packs; i++)
-		free(p->packs[i].ents);
-	free(p->packs);
-	free(p->idmap);
-	free(p->bidx);
-	p->be->ops->close(p->be);
-	pthread_mutex_destroy(&p->lock);
-	pthread_mutex_destroy(&p->gc_lock);
-	free(p);
+	pool_free(p);
 }
 
 /* ---- identity, keys ---- */
@@ -681,7 +1013,10 @@ static int tier_list(struct tier_pool *p, int (*cb)(void *arg, const struct tier
 {
 	struct objvec ov = {0};
 	char err[256];
-	int rc = pool_lock_shared(p, 0, NULL, err, sizeof(err));
+	int rc = pool_ready(p, err, sizeof(err));
+	if (rc)
+		return rc;
+	rc = pool_lock_shared(p, 0, NULL, err, sizeof(err));
 	if (rc) {
 		tape_log(TAPE_LOG_ERR, "listing manifests: %s", err);
 		return rc;
@@ -756,6 +1091,8 @@ static int tier_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_st
 
 const struct tier_ops tape_tier_ops = {
 	.pool_open = tier_pool_open,
+	.pool_create = tier_pool_create,
+	.pool_passwd = tier_pool_passwd,
 	.pool_close = tier_pool_close,
 	.pool_identity = tier_pool_identity,
 	.manifest_key = tier_manifest_key,
@@ -770,6 +1107,7 @@ const struct tier_ops tape_tier_ops = {
 	.image_prefetch = tape_image_prefetch,
 	.image_seek = tape_image_seek,
 	.image_grain_hash = tape_image_grain_hash,
+	.image_block_name = tape_image_block_name,
 	.image_verify = tape_image_verify,
 	.image_close = tape_image_close,
 };

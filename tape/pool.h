@@ -23,10 +23,12 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../core/tier.h"
 #include "backend.h"
+#include "codec.h"
 #include "format.h"
 #include "lock.h"
 
@@ -77,7 +79,18 @@ struct tier_pool {
 	int refreshed;		 /* a full listing has been loaded; protected by lock */
 	atomic_uint_fast64_t bytes_read; /* payload bytes got from the store (metrics) */
 	struct pool_lock lk;	 /* bucket locks shared with other hosts (lock.h) */
+	/* format version, keys, compression: read from the pool's config at the
+	 * first operation (pool_ready), immutable from then on */
+	pthread_mutex_t codec_lock;
+	bool codec_ready;	 /* under codec_lock; set once */
+	struct tape_codec codec;
+	char *opts, *name;	 /* as opened, immutable */
 };
+
+/* Reads the pool's config on first use (the passphrase file, the KDF, one
+ * HEAD and GET); every operation calls it first. 0 or -errno with err set
+ * (-EACCES: wrong or missing key). */
+int pool_ready(struct tier_pool *p, char *err, size_t errlen);
 
 /* all "_locked" functions need pool->lock held */
 long pool_pack_find_locked(struct tier_pool *p, const uint8_t id[16]);
@@ -94,7 +107,8 @@ int pool_refresh(struct tier_pool *p);
 /* Reads and checks the index of a pack object; *ents is malloc'd. */
 int pool_pack_index_fetch(struct tier_pool *p, const char *key, uint64_t size_bytes,
 			  struct tape_pack_entry **ents, uint32_t *nr);
-/* GET + decode a whole manifest; sha (optional) receives its checksum. */
+/* GET + decode a whole manifest; sha (optional) receives its checksum. In a
+ * version 2 pool it is authenticated against its key and the pool's id. */
 int pool_manifest_load(struct tier_pool *p, const char *key, struct tape_manifest *m,
 		       uint8_t sha[32]);
 /* Maps a manifest's pack table to pool pack numbers and pins them. Returns
@@ -112,12 +126,21 @@ int pool_get_all(struct tier_pool *p, const char *key, uint8_t **buf, size_t *le
 /* 0 if key is a manifest key of (volume, version), else -EINVAL */
 int tape_manifest_key_check(const char *key, const char *volume, uint64_t version);
 
+/* The pool's codec for a version 2 pool (NULL for version 1: format.c's
+ * version 1 layouts). */
+static inline const struct tape_codec *pool_codec(const struct tier_pool *p)
+{
+	return p->codec.version == 2 ? &p->codec : NULL;
+}
+
 int tape_pool_upload(struct tier_pool *p, const struct tier_upload_req *req,
 		     struct tier_upload_res *res, char *err, size_t errlen);
 int tape_pool_gc(struct tier_pool *p, int64_t grace_seconds, struct tier_gc_stats *st);
 
 /* image.c */
-int tape_image_open(struct tier_pool *p, const char *manifest, struct tier_image **out);
+int tape_image_open(struct tier_pool *p, const char *manifest,
+		    const struct tier_manifest_info *expect, struct tier_image **out);
+int tape_image_block_name(struct tier_image *im, const void *buf, size_t len, uint8_t out[32]);
 ssize_t tape_image_read(struct tier_image *im, void *buf, size_t len, uint64_t off);
 int tape_image_prefetch(struct tier_image *im, uint64_t off, size_t len);
 int tape_image_read_iov(struct tier_image *im, size_t len, uint64_t off,

@@ -85,19 +85,35 @@ struct upload {
 	unsigned nr_spare_buf;
 };
 
-/* Blocks per pack: pack_bytes of them (a whole number of claims). */
+/* Grains per pack: pack_bytes of them (a whole number of claims). */
 static size_t pack_slots(const struct upload *u)
 {
 	uint32_t grain = u->req->grain_bytes;
 	return u->p->pack_bytes / grain ? u->p->pack_bytes / grain : 1;
 }
 
+/* Bytes of blocks a pack takes: its grains, stored raw (version 1) or
+ * sealed (a block is at most a grain plus nonce and tag) */
+static size_t pack_data_cap(const struct upload *u)
+{
+	size_t cap = pack_slots(u) * u->req->grain_bytes;
+	if (u->p->codec.version == 2 && cap < u->req->grain_bytes + TAPE_BLOCK_OVERHEAD)
+		cap = u->req->grain_bytes + TAPE_BLOCK_OVERHEAD;
+	return TAPE_PACK_DATA_OFF + cap;
+}
+
+/* Blocks a pack may hold: one per grain, more when compressed */
+static uint32_t pack_max_ents(const struct upload *u)
+{
+	return tape_pack_max_blocks(pool_codec(u->p), pack_slots(u) * u->req->grain_bytes,
+				    u->req->grain_bytes);
+}
+
 /* Bytes of every pack buffer of the upload: header and blocks, then their
  * index and the trailer. */
 static size_t pack_buf_bytes(const struct upload *u)
 {
-	size_t slots = pack_slots(u);
-	return TAPE_PACK_DATA_OFF + slots * u->req->grain_bytes + slots * TAPE_PACK_ENTRY_BYTES +
+	return pack_data_cap(u) + tape_pack_index_bytes(pool_codec(u->p), pack_max_ents(u)) +
 	       TAPE_PACK_TRAILER_BYTES;
 }
 
@@ -171,7 +187,7 @@ static int open_pack_new_locked(struct upload *u, struct open_pack **out)
 	struct open_pack *op = calloc(1, sizeof(*op));
 	if (!op)
 		return -ENOMEM;
-	op->data_cap = TAPE_PACK_DATA_OFF + pack_slots(u) * u->req->grain_bytes;
+	op->data_cap = pack_data_cap(u);
 	op->buf = u->nr_spare_buf ? u->spare_buf[--u->nr_spare_buf] : pack_buf_new(u);
 	if (!op->buf) {
 		free(op);
@@ -186,7 +202,7 @@ static int open_pack_new_locked(struct upload *u, struct open_pack **out)
 	p->packs[no].owner = u->id;
 	p->packs[no].indexed = 1;
 	op->no = (uint32_t)no;
-	op->len = tape_pack_start(op->buf, id);
+	op->len = tape_pack_start(op->buf, id, pool_codec(p));
 	int rc = pin_locked(u, op->no);
 	if (rc) {
 		p->packs[no].state = PACK_GONE;
@@ -209,13 +225,11 @@ static int open_pack_store(struct upload *u, struct open_pack *op)
 	uint32_t nr = pk->nr_ents;
 	memcpy(id, pk->id, 16);
 	/* the entries of a detached pack no longer change */
-	tape_pack_index_encode(pk->ents, nr, op->buf + op->len);
+	long tail = tape_pack_finish(pool_codec(p), id, pk->ents, nr, op->len, op->buf + op->len);
 	pthread_mutex_unlock(&p->lock);
 
-	size_t ilen = (size_t)nr * TAPE_PACK_ENTRY_BYTES;
-	int rc = tape_pack_trailer_encode(op->buf + op->len + ilen, nr, op->len, op->buf + op->len,
-					  ilen);
-	size_t total = op->len + ilen + TAPE_PACK_TRAILER_BYTES;
+	int rc = tail < 0 ? (int)tail : 0;
+	size_t total = op->len + (tail > 0 ? (size_t)tail : 0);
 	if (!rc)
 		rc = tape_pack_key(id, key, sizeof(key));
 	if (!rc)
@@ -239,22 +253,48 @@ static int open_pack_store(struct upload *u, struct open_pack *op)
 /* One claim's hashed blocks, waiting to be placed. */
 struct batch {
 	uint8_t *data;		/* n blocks of grain bytes */
-	uint8_t (*hash)[32];
+	uint8_t (*hash)[32];	/* their names */
 	uint64_t *grain;	/* grain number of each block */
 	size_t *dst;		/* pack offset a block is copied to, or SIZE_MAX */
 	uint32_t n;
+	/* version 2: blocks as stored (compressed, encrypted), sealed only
+	 * for the blocks the pool does not hold */
+	uint8_t *sealed;	/* n slots of grain + TAPE_BLOCK_OVERHEAD bytes */
+	uint32_t *slen;		/* stored length, 0 = not sealed (yet) */
+	uint32_t *sflags;
+	struct tape_coder coder;
 };
+
+static const uint8_t *stored_bytes(const struct upload *u, const struct batch *bt, uint32_t i)
+{
+	uint32_t grain = u->req->grain_bytes;
+	if (!bt->sealed)
+		return bt->data + (size_t)i * grain;
+	return bt->sealed + (size_t)i * (grain + TAPE_BLOCK_OVERHEAD);
+}
+
+static int seal_one(struct upload *u, struct batch *bt, uint32_t i)
+{
+	uint32_t grain = u->req->grain_bytes;
+	if (!bt->sealed || bt->slen[i])
+		return 0;
+	return tape_block_seal(&u->p->codec, &bt->coder, bt->hash[i],
+			       bt->data + (size_t)i * grain, grain,
+			       bt->sealed + (size_t)i * (grain + TAPE_BLOCK_OVERHEAD), &bt->slen[i],
+			       &bt->sflags[i]);
+}
 
 /* Places blocks [i, n) of a batch: a reference to a block the pool (or this
  * upload) already holds, or the next slot of the open pack, until the pack is
  * full. Returns the first block not placed; *op_out is the pack the slots are
  * in (its writer count raised) or NULL. */
 static uint32_t place_locked(struct upload *u, struct batch *bt, uint32_t i,
-			     struct open_pack **op_out, int *rc)
+			     struct open_pack **op_out, int *rc, bool *need_seal)
 {
 	struct tier_pool *p = u->p;
 	uint32_t len = u->req->grain_bytes;
 	struct open_pack *op = u->open;
+	*need_seal = false;
 
 	*op_out = NULL;
 	*rc = 0;
@@ -284,13 +324,22 @@ static uint32_t place_locked(struct upload *u, struct batch *bt, uint32_t i,
 			}
 			/* another upload's pending or a doomed pack: store our own copy */
 		}
-		if (op->len + len > op->data_cap) {
+		if (bt->sealed && !bt->slen[i]) { /* the pool lost it since the dedup check */
+			*need_seal = true;
+			break;
+		}
+		uint32_t flags = 0;
+		if (bt->sealed) {
+			len = bt->slen[i];
+			flags = bt->sflags[i];
+		}
+		if (op->len + len > op->data_cap || p->packs[op->no].nr_ents >= pack_max_ents(u)) {
 			op->detached = true;
 			u->open = NULL;
 			break;
 		}
 		struct pool_pack *pk = &p->packs[op->no];
-		struct tape_pack_entry e = {.off = op->len, .len = len, .flags = 0};
+		struct tape_pack_entry e = {.off = op->len, .len = len, .flags = flags};
 		memcpy(e.hash, hash, 32);
 		*rc = pool_pack_append_ent_locked(pk, &e);
 		if (!*rc && !s)
@@ -310,23 +359,50 @@ static uint32_t place_locked(struct upload *u, struct batch *bt, uint32_t i,
 	return i;
 }
 
+/* Version 2: seals the blocks of a batch the pool does not hold (outside
+ * the lock: compression and encryption are the costly part). */
+static int seal_new(struct upload *u, struct batch *bt)
+{
+	struct tier_pool *p = u->p;
+	if (!bt->sealed)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	for (uint32_t i = 0; i < bt->n; i++) {
+		struct blk_slot *s = pool_bidx_lookup_locked(p, bt->hash[i]);
+		bool have = s && p->packs[s->pack].state == PACK_STORED;
+		bt->slen[i] = have ? 0 : UINT32_MAX; /* UINT32_MAX: to seal */
+	}
+	pthread_mutex_unlock(&p->lock);
+	for (uint32_t i = 0; i < bt->n; i++) {
+		if (bt->slen[i] != UINT32_MAX)
+			continue;
+		bt->slen[i] = 0;
+		int rc = seal_one(u, bt, i);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 /* Dedups a claim's blocks and copies the new ones into packs. */
 static int upload_batch(struct upload *u, struct batch *bt)
 {
 	struct tier_pool *p = u->p;
-	uint32_t len = u->req->grain_bytes;
-	int rc = 0;
+	int rc = seal_new(u, bt);
 
 	for (uint32_t i = 0; i < bt->n && !rc;) {
 		struct open_pack *op;
+		bool need_seal;
 		pthread_mutex_lock(&p->lock);
-		uint32_t j = place_locked(u, bt, i, &op, &rc);
+		uint32_t j = place_locked(u, bt, i, &op, &rc, &need_seal);
 		pthread_mutex_unlock(&p->lock);
 		if (!op)
 			break;
 		for (uint32_t k = i; k < j; k++)
-			if (bt->dst[k] != SIZE_MAX)
-				memcpy(op->buf + bt->dst[k], bt->data + (size_t)k * len, len);
+			if (bt->dst[k] != SIZE_MAX) {
+				size_t n = bt->sealed ? bt->slen[k] : u->req->grain_bytes;
+				memcpy(op->buf + bt->dst[k], stored_bytes(u, bt, k), n);
+			}
 		pthread_mutex_lock(&p->lock);
 		bool store = --op->writers == 0 && op->detached;
 		pthread_mutex_unlock(&p->lock);
@@ -339,6 +415,8 @@ static int upload_batch(struct upload *u, struct batch *bt)
 					rc = src;
 			}
 		}
+		if (need_seal && !rc)
+			rc = seal_one(u, bt, j);
 		i = j;
 	}
 	return rc;
@@ -365,7 +443,14 @@ static void *upload_worker(void *arg)
 		.grain = malloc((size_t)claim * sizeof(*bt.grain)),
 		.dst = malloc((size_t)claim * sizeof(*bt.dst)),
 	};
-	if (!bt.data || !bt.hash || !bt.grain || !bt.dst) {
+	bool v2 = u->p->codec.version == 2;
+	if (v2) {
+		bt.sealed = malloc((size_t)claim * (grain + TAPE_BLOCK_OVERHEAD));
+		bt.slen = calloc(claim, sizeof(*bt.slen));
+		bt.sflags = calloc(claim, sizeof(*bt.sflags));
+	}
+	if (!bt.data || !bt.hash || !bt.grain || !bt.dst ||
+	    (v2 && (!bt.sealed || !bt.slen || !bt.sflags))) {
 		upload_fail(u, -ENOMEM, "allocating");
 		goto out_free;
 	}
@@ -402,7 +487,8 @@ static void *upload_worker(void *arg)
 					memset(r, 0, sizeof(*r));
 					r->pack = TAPE_ZERO_PACK;
 				} else {
-					rc = tape_sha256(buf, grain, bt.hash[bt.n]);
+					rc = tape_codec_name(&u->p->codec, buf, grain,
+							     bt.hash[bt.n]);
 					if (rc) {
 						upload_fail(u, rc, "hashing a block");
 						goto out_free;
@@ -427,6 +513,10 @@ out_free:
 	free(bt.hash);
 	free(bt.grain);
 	free(bt.dst);
+	free(bt.sealed);
+	free(bt.slen);
+	free(bt.sflags);
+	tape_coder_fini(&bt.coder);
 	return NULL;
 }
 
@@ -610,10 +700,6 @@ static int upload_manifest(struct upload *u, struct tier_upload_res *res)
 	m.date = req->date;
 	m.nr_grains = u->nr_grains;
 	m.refs = u->refs;
-	rc = tape_manifest_encode(&m, &enc, &enclen);
-	m.refs = NULL;
-	if (rc)
-		goto out_free;
 	if (req->manifest_key) {
 		rc = tape_manifest_key_check(req->manifest_key, req->volume, req->version);
 		if (!rc)
@@ -624,6 +710,9 @@ static int upload_manifest(struct upload *u, struct tier_upload_res *res)
 		rc = tape_manifest_key(req->volume, req->version, rnd, res->manifest,
 				       sizeof(res->manifest));
 	}
+	if (!rc)
+		rc = tape_manifest_encode(&m, pool_codec(p), res->manifest, &enc, &enclen);
+	m.refs = NULL;
 	if (rc)
 		goto out_free;
 	rc = p->be->ops->put(p->be, res->manifest, enc, enclen);
@@ -648,6 +737,9 @@ int tape_pool_upload(struct tier_pool *p, const struct tier_upload_req *req,
 	int rc;
 
 	memset(res, 0, sizeof(*res));
+	rc = pool_ready(p, err, errlen);
+	if (rc)
+		return rc;
 	if (!req->volume || !tape_volume_name_ok(req->volume) || !req->grain_bytes ||
 	    !req->size_bytes || !req->src.read_grain) {
 		snprintf(err, errlen, "invalid upload request");

@@ -128,7 +128,7 @@ out_close:
 static int cmd_read(struct tier_pool *p, const char *manifest, const char *outpath)
 {
 	struct tier_image *im;
-	int r = T->image_open(p, manifest, &im);
+	int r = T->image_open(p, manifest, NULL, &im);
 	if (r) {
 		fprintf(stderr, "acmfs-tapectl: open %s: %s\n", manifest, strerror(-r));
 		return 1;
@@ -171,7 +171,7 @@ static int cmd_verify(struct tier_pool *p, const char *manifest)
 {
 	struct tier_image *im;
 	uint64_t bad = 0;
-	int r = T->image_open(p, manifest, &im);
+	int r = T->image_open(p, manifest, NULL, &im);
 	if (r) {
 		fprintf(stderr, "acmfs-tapectl: open %s: %s\n", manifest, strerror(-r));
 		return 1;
@@ -224,7 +224,7 @@ int main(int argc, char **argv)
 	const char *cmd = argv[0];
 	struct tier_pool *p;
 	char err[256] = "";
-	int r = T->pool_open(argv[1], argv[2], &p, err, sizeof(err));
+	int r = T->pool_open("tapectl", argv[1], argv[2], &p, err, sizeof(err));
 	if (r) {
 		fprintf(stderr, "acmfs-tapectl: pool: %s\n", err);
 		return 1;

@@ -27,7 +27,7 @@ cflags=(-std=c17 -D_GNU_SOURCE -DACMFS_VERSION='"fuzz"' -g -O1 -fno-omit-frame-p
 	-I"$root/core" -I"$root/tape" -I"$here")
 # shellcheck disable=SC2206
 cflags+=(${EXTRA_CFLAGS:-})
-libs=(-lsqlite3 -lcurl -lcrypto -lpthread)
+libs=(-lsqlite3 -lcurl -lcrypto -lzstd -lpthread)
 
 # Every core/*.c and tape/*.c, instrumented, in one archive: each target
 # pulls in only the objects it needs, and new modules need no edit here.

@@ -564,7 +564,7 @@ def s3env(s3rver, mount_factory):
     prefix = "rel-" + uuid.uuid4().hex[:10]
     m.ctl(f"pool create s3p s3://{s3rver.bucket}/{prefix} "
           f"endpoint=http://127.0.0.1:{srv.server_address[1]} region=us-east-1 "
-          "path_style=1")
+          "path_style=1 encrypt=none")
     m.create_volume(TP_VOL, f"{TP_SIZE // MiB}M", save=2)
     m.ctl(f"tapepolicy {TP_VOL} pool=s3p")
 

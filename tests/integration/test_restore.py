@@ -595,7 +595,7 @@ def test_tape_round_trip_s3rver(mount_factory, s3rver, tmp_path):
     if reason:
         pytest.fail(f"tape backups do not work: {reason}")
     m.ctl(f"pool create s3p s3://{s3rver.bucket}/restore-test "
-          f"endpoint={s3rver} region=us-east-1 path_style=1")
+          f"endpoint={s3rver} region=us-east-1 path_style=1 encrypt=none")
     tape_round_trip(m, tmp_path, "ts", {})
     # (the volume uses the default pool; switch a second one to s3)
     m.create_volume("ts3", "8M", save=1)

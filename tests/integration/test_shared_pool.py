@@ -50,7 +50,11 @@ class SharedPool:
             self.bucket = "shared-" + uuid.uuid4().hex[:10]
             rgw.make_bucket(self.bucket)
             self.url = f"s3://{self.bucket}/p"
-            self.opts = f"endpoint={rgw} region={rgw.region} path_style=1"
+            # encrypted: the hosts share the pool's key through one passphrase
+            key = tmp_path / "shared.key"
+            key.write_text("shared pool passphrase\n")
+            os.chmod(key, 0o600)
+            self.opts = f"endpoint={rgw} region={rgw.region} path_style=1 key={key}"
             self.env.update(AWS_ACCESS_KEY_ID=rgw.access_key,
                             AWS_SECRET_ACCESS_KEY=rgw.secret_key)
 
@@ -267,7 +271,7 @@ def test_lapsed_lock_fails_the_upload_never_succeeds(pool, mount_factory, tmp_pa
 
 
 def host_of(pool, key):
-    """The host name a manifest names (its header, v1 layout)."""
+    """The host name a manifest names (its header: plain in either version)."""
     if pool.kind == "file":
         raw = (pool.dir / key).read_bytes()[:1024]
     else:
@@ -281,7 +285,8 @@ def host_of(pool, key):
             raw = Path(f.name).read_bytes()[:1024]
     lv = int.from_bytes(raw[64:66], "little")
     lh = int.from_bytes(raw[66:68], "little")
-    return raw[72 + lv:72 + lv + lh].decode()
+    fixed = 104 if int.from_bytes(raw[8:12], "little") == 2 else 72  # the header is plain
+    return raw[fixed + lv:fixed + lv + lh].decode()
 
 
 def test_import_and_retention_are_per_host(pool, mount_factory):

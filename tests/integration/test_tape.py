@@ -18,6 +18,7 @@ Every wait is bounded (deadlines scale with ACMFS_TEST_TIME_SCALE).
 import errno
 import json
 import hashlib
+import hmac
 import importlib.util
 import os
 import random
@@ -49,6 +50,12 @@ _spec.loader.exec_module(rfp)
 
 # --------------------------------------------------------------------- pools
 
+def block_names(packs):
+    """Every block name of pool_state()'s packs (index entries of version 1
+    are (length, name), of version 2 (stored length, name, flags))."""
+    return {e[1] for p in packs.values() for e in p.values()}
+
+
 class FilePool:
     """The store's default pool, file://STORE/tape."""
     kind = "file"
@@ -56,6 +63,8 @@ class FilePool:
     def __init__(self, m):
         self.m = m
         self.name = "default"
+
+    keyfile = None  # a plain (format 2, compressed) pool
 
     @property
     def dir(self):
@@ -97,8 +106,13 @@ class S3Pool:
         self.name = "s3p"
         self.prefix = "t-" + uuid.uuid4().hex[:12]
         self.url = f"s3://{rgw.bucket}/{self.prefix}"
+        # an s3:// pool is encrypted (the default a user gets): every tape
+        # test on S3 runs through the format 2 crypto path
+        self.keyfile = m.store.parent / f"{self.prefix}.key"
+        self.keyfile.write_text("correct horse battery staple\n")
+        os.chmod(self.keyfile, 0o600)
         self.opts = (f"endpoint=http://127.0.0.1:{proxy.server_address[1]} "
-                     f"region={rgw.region} path_style=1")
+                     f"region={rgw.region} path_style=1 key={self.keyfile}")
 
     def create_in(self, m, name=None):
         m.ctl(f"pool create {name or self.name} {self.url} {self.opts}")
@@ -156,12 +170,15 @@ def pool_state(pool, tmp):
 
     Returns (manifests {key: parsed}, packs {pid: {offset: (len, sha)}})."""
     d = pool_snapshot(pool, tmp)
+    pk = rfp.open_pool(str(d), pool.keyfile)
     manifests, packs = {}, {}
     for k in pool.keys():
         if k.startswith("manifests/") and k.endswith(".mf"):
-            manifests[k] = rfp.parse_manifest((Path(d) / k).read_bytes())
+            manifests[k] = rfp.parse_manifest((Path(d) / k).read_bytes(), key=k, pool=pk)
         elif k.startswith("packs/") and k.endswith(".pack"):
-            packs[k[len("packs/"):-len(".pack")]] = rfp.read_pack_index(str(Path(d) / k))
+            packs[k[len("packs/"):-len(".pack")]] = rfp.read_pack_index(str(Path(d) / k),
+                                                                         pool=pk)
+    pool.rfp = pk
     return manifests, packs
 
 
@@ -181,13 +198,19 @@ def referenced_blocks(manifests, packs):
     return live
 
 
-def grain_hashes(data):
-    """SHA-256 of every non-zero grain of an image (zero-padded last grain)."""
+def grain_hashes(data, pool=None):
+    """The block name of every non-zero grain of an image (zero-padded last
+    grain): SHA-256, or in an encrypted pool (pool: pool_state() ran) its
+    keyed hash."""
+    pk = getattr(pool, "rfp", None)
     out = set()
     for off in range(0, len(data), GRAIN):
         g = data[off:off + GRAIN].ljust(GRAIN, b"\0")
         if g.count(0) != GRAIN:
-            out.add(hashlib.sha256(g).digest())
+            if pk is not None and pk.encrypted:
+                out.add(hmac.new(pk.keys["name"], g, hashlib.sha256).digest())
+            else:
+                out.add(hashlib.sha256(g).digest())
     return out
 
 
@@ -467,9 +490,10 @@ def test_both_backup_tape_image_equals_volume(tp, tmp_path):
     assert len(keys) == 1 and manifest_version(keys[0]) == v
     assert manifests[keys[0]]["blocks_total"] == nz
     out = tmp_path / "rebuilt"
-    rfp.restore(str(pool_snapshot(pool, tmp_path / "snap")), keys[0], str(out))
+    rfp.restore(str(pool_snapshot(pool, tmp_path / "snap")), keys[0], str(out),
+                key_file=pool.keyfile)
     assert_same(out.read_bytes(), ref, "restore-from-pool.py image")
-    assert {h for p in packs.values() for (_, h) in p.values()} == grain_hashes(ref)
+    assert block_names(packs) == grain_hashes(ref, pool)
 
 
 def test_second_both_uploads_only_changed_grains(tp):
@@ -668,7 +692,7 @@ def test_histdel_tape_and_gc_leave_no_orphans_keep_shared(tp, tmp_path):
     stored = {(pid, off) for pid, idx in packs.items() for off in idx}
     live = referenced_blocks(man, packs)
     assert stored == live, f"{len(stored - live)} orphan blocks remain"
-    assert {h for p in packs.values() for (_, h) in p.values()} == grain_hashes(ref2)
+    assert block_names(packs) == grain_hashes(ref2, pool)
     assert_same(tape_img(m, v2), ref2, "tape.img of the remaining history")
 
     # a newer history whose new blocks nobody else uses: its pack goes
@@ -681,7 +705,7 @@ def test_histdel_tape_and_gc_leave_no_orphans_keep_shared(tp, tmp_path):
     man, packs = pool_state(pool, tmp_path / "s2")
     stored = {(pid, off) for pid, idx in packs.items() for off in idx}
     assert stored == referenced_blocks(man, packs)
-    assert {h for p in packs.values() for (_, h) in p.values()} == grain_hashes(ref2)
+    assert block_names(packs) == grain_hashes(ref2, pool)
     assert_same(tape_img(m, v2), ref2, "tape.img of the remaining history after gc")
 
 
@@ -911,22 +935,28 @@ def test_rgw_listings_past_1000_keys_gc_and_awscli(tps3, tmp_path):
             f"s3://{rgw.bucket}/{pool.prefix}/", str(dl), timeout=600)
     (key,) = manifests_of(pool)
     out = tmp_path / "rebuilt"
-    rfp.restore(str(dl), key, str(out))
+    rfp.restore(str(dl), key, str(out), key_file=pool.keyfile)
     assert_same(out.read_bytes(), ref2, "awscli download rebuilt by restore-from-pool.py")
 
 
 def pool_state_real(pool, tmp):
     """pool_state() of the pool's own objects (foreign keys left out)."""
     dest = Path(tmp)
+    dest.mkdir(parents=True, exist_ok=True)
+    keys = pool.keys()
+    if "config" in keys:
+        (dest / "config").write_bytes(pool.get("config"))
+    pk = rfp.open_pool(str(dest), pool.keyfile)
     manifests, packs = {}, {}
-    for k in pool.keys():
+    for k in keys:
         if k.startswith("manifests/") and k.endswith(".mf"):
-            manifests[k] = rfp.parse_manifest(pool.get(k))
+            manifests[k] = rfp.parse_manifest(pool.get(k), key=k, pool=pk)
         elif k.startswith("packs/") and k.endswith(".pack"):
             p = dest / k
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(pool.get(k))
-            packs[k[len("packs/"):-len(".pack")]] = rfp.read_pack_index(str(p))
+            packs[k[len("packs/"):-len(".pack")]] = rfp.read_pack_index(str(p), pool=pk)
+    pool.rfp = pk
     return manifests, packs
 
 

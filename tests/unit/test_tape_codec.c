@@ -31,7 +31,7 @@ static void pack_build(struct pack_fixture *f)
 	uint8_t id[16];
 	memset(id, 0xab, sizeof(id));
 	memset(f->buf, 0, sizeof(f->buf));
-	tape_pack_header_encode(f->buf, id);
+	tape_pack_header_encode(f->buf, id, NULL);
 	size_t off = TAPE_PACK_HEADER_BYTES;
 	for (int i = 0; i < 3; i++) {
 		memset(f->buf + off, 'a' + i, 100);
@@ -89,7 +89,7 @@ static void test_pack_corruption(void **state)
 	assert_int_equal(pack_decode(&f, f.len, out), -EBADMSG);
 
 	pack_build(&f); /* header version */
-	f.buf[8] = 2;
+	f.buf[8] = 3; /* versions 1 and 2 are known */
 	assert_int_equal(pack_decode(&f, f.len, out), -EPROTONOSUPPORT);
 
 	pack_build(&f); /* trailer magic */
@@ -172,11 +172,11 @@ static void test_manifest_roundtrip(void **state)
 	uint8_t *buf;
 	size_t len;
 	manifest_build(&m, 10);
-	assert_int_equal(tape_manifest_encode(&m, &buf, &len), 0);
+	assert_int_equal(tape_manifest_encode(&m, NULL, NULL, &buf, &len), 0);
 	assert_int_equal(len, tape_manifest_bytes(&m));
 	/* the budget: 24 bytes per grain plus a small header */
 	assert_true(len <= 72 + 4 + 6 + 55 + 2 * 16 + 10 * 24 + 32);
-	assert_int_equal(tape_manifest_decode(buf, len, &d), 0);
+	assert_int_equal(tape_manifest_decode(buf, len, NULL, NULL, &d), 0);
 	assert_string_equal(d.volume, m.volume);
 	assert_string_equal(d.host, m.host);
 	assert_string_equal(d.parent, m.parent);
@@ -207,52 +207,52 @@ static void test_manifest_corruption(void **state)
 	uint8_t *buf, *copy;
 	size_t len;
 	manifest_build(&m, 10);
-	assert_int_equal(tape_manifest_encode(&m, &buf, &len), 0);
+	assert_int_equal(tape_manifest_encode(&m, NULL, NULL, &buf, &len), 0);
 	copy = malloc(len);
 
 	memcpy(copy, buf, len); /* magic */
 	copy[1] ^= 1;
-	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+	assert_int_equal(tape_manifest_decode(copy, len, NULL, NULL, &d), -EBADMSG);
 
 	memcpy(copy, buf, len); /* version */
-	copy[8] = 2;
-	assert_int_equal(tape_manifest_decode(copy, len, &d), -EPROTONOSUPPORT);
+	copy[8] = 3; /* versions 1 and 2 are known */
+	assert_int_equal(tape_manifest_decode(copy, len, NULL, NULL, &d), -EPROTONOSUPPORT);
 
 	for (size_t i = 12; i < len; i += 7) { /* any flipped byte fails the checksum */
 		memcpy(copy, buf, len);
 		copy[i] ^= 0x10;
-		assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+		assert_int_equal(tape_manifest_decode(copy, len, NULL, NULL, &d), -EBADMSG);
 	}
 
 	for (size_t l = 0; l < len; l += 13) /* truncation */
-		assert_int_equal(tape_manifest_decode(buf, l, &d), -EBADMSG);
-	assert_int_equal(tape_manifest_decode(buf, len - 1, &d), -EBADMSG);
+		assert_int_equal(tape_manifest_decode(buf, l, NULL, NULL, &d), -EBADMSG);
+	assert_int_equal(tape_manifest_decode(buf, len - 1, NULL, NULL, &d), -EBADMSG);
 
 	size_t refs_at = len - 32 - 10 * 24;
 	memcpy(copy, buf, len); /* pack index out of the table */
 	tape_put_le32(copy + refs_at + 24, 5);
 	reseal(copy, len);
-	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+	assert_int_equal(tape_manifest_decode(copy, len, NULL, NULL, &d), -EBADMSG);
 
 	memcpy(copy, buf, len); /* block length != grain */
 	tape_put_le32(copy + refs_at + 24 + 4, 100);
 	reseal(copy, len);
-	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+	assert_int_equal(tape_manifest_decode(copy, len, NULL, NULL, &d), -EBADMSG);
 
 	memcpy(copy, buf, len); /* blocks_total disagrees */
 	tape_put_le64(copy + 56, 1);
 	reseal(copy, len);
-	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+	assert_int_equal(tape_manifest_decode(copy, len, NULL, NULL, &d), -EBADMSG);
 
 	memcpy(copy, buf, len); /* nr_grains disagrees with size */
 	tape_put_le64(copy + 16, 65536);
 	reseal(copy, len);
-	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+	assert_int_equal(tape_manifest_decode(copy, len, NULL, NULL, &d), -EBADMSG);
 
 	memcpy(copy, buf, len); /* header length field */
 	tape_put_le32(copy + 12, 71);
 	reseal(copy, len);
-	assert_int_equal(tape_manifest_decode(copy, len, &d), -EBADMSG);
+	assert_int_equal(tape_manifest_decode(copy, len, NULL, NULL, &d), -EBADMSG);
 
 	free(copy);
 	free(buf);

@@ -142,7 +142,7 @@ static uint8_t *pack_make(const uint8_t id[16], uint32_t nr, size_t *len)
 	uint8_t *b = calloc(1, total);
 	struct tape_pack_entry *e = calloc(nr + 1, sizeof(*e));
 	assert_non_null(b);
-	tape_pack_start(b, id);
+	tape_pack_start(b, id, NULL);
 	for (uint32_t i = 0; i < nr; i++) {
 		uint8_t *blk = b + TAPE_PACK_DATA_OFF + (size_t)i * BLK;
 		memset(blk, 'a' + (int)i, BLK);
@@ -167,7 +167,7 @@ static uint8_t *pack_claim(size_t len, uint32_t nr, uint64_t index_off)
 	uint8_t *b = calloc(1, len);
 	uint8_t id[16] = {0x42};
 	assert_non_null(b);
-	tape_pack_start(b, id);
+	tape_pack_start(b, id, NULL);
 	uint8_t *tr = b + len - TAPE_PACK_TRAILER_BYTES;
 	memcpy(tr, TAPE_PACK_END_MAGIC, 8);
 	tape_put_le32(tr + 8, TAPE_FORMAT_VERSION);
@@ -321,7 +321,7 @@ static uint8_t *manifest_make(uint64_t nr_grains, uint32_t grain, size_t *len)
 		m.refs[g].off = TAPE_PACK_DATA_OFF + g * grain;
 		m.blocks_total++;
 	}
-	assert_int_equal(tape_manifest_encode(&m, &buf, len), 0);
+	assert_int_equal(tape_manifest_encode(&m, NULL, NULL, &buf, len), 0);
 	tape_manifest_release(&m);
 	return buf;
 }
@@ -448,7 +448,7 @@ static void test_image_open_refuses(void **state)
 	put(c, key, m, len);
 	struct tier_image *im = NULL;
 	guard_arm(SMALL_ALLOC);
-	int rc = tape_tier_ops.image_open(c->p, key, &im);
+	int rc = tape_tier_ops.image_open(c->p, key, NULL, &im);
 	guard_check();
 	assert_int_equal(rc, -EBADMSG);
 	assert_null(im);
