@@ -80,7 +80,9 @@ struct tier_ops {
 	 * "file:///abs/dir" or "s3://bucket/prefix". opts: the pool's key=value
 	 * options separated by spaces (endpoint=, region=, path_style=1,
 	 * credentials=/path/0600-file, ca=..., key=/path/0600-passphrase-file),
-	 * may be "". A wrong passphrase is -EACCES ("wrong key for pool NAME"). */
+	 * may be "". Does no I/O (it may run under the engine's lock): the
+	 * pool's config and key are read at the first operation, which then
+	 * fails with -EACCES ("wrong key for pool NAME") for a wrong passphrase. */
 	int (*pool_open)(const char *name, const char *url, const char *opts,
 			 struct tier_pool **out, char *err, size_t errlen);
 	/* The same for `pool create`: a new, empty pool gets its format 2

@@ -283,8 +283,10 @@ int tape_block_open(const struct tape_codec *c, struct tape_coder *k, const uint
 			rc = gcm(coder_ev(k), 0, key, in, &a, 1, in + TAPE_NONCE_BYTES, blen, dst,
 				 tag);
 		OPENSSL_cleanse(key, sizeof(key));
-		if (rc)
+		if (rc) { /* GCM wrote the bytes before it checked the tag */
+			OPENSSL_cleanse(dst, blen);
 			return -EIO;
+		}
 		body = dst;
 	}
 	if (z) {
@@ -296,7 +298,7 @@ int tape_block_open(const struct tape_codec *c, struct tape_coder *k, const uint
 			return -EIO;
 		size_t n = ZSTD_decompressDCtx(k->zd, out, rawlen, body, blen);
 		if (ZSTD_isError(n) || n != rawlen)
-			return -EIO;
+			goto fail;
 	} else if (blen != rawlen) {
 		return -EIO;
 	} else if (body != out) {
@@ -305,9 +307,12 @@ int tape_block_open(const struct tape_codec *c, struct tape_coder *k, const uint
 	if (!c->encrypted) {
 		uint8_t h[32];
 		if (tape_sha256(out, rawlen, h) || memcmp(h, name, 32))
-			return -EIO;
+			goto fail;
 	}
 	return 0;
+fail: /* never leave bytes that did not pass their check */
+	OPENSSL_cleanse(out, rawlen);
+	return -EIO;
 }
 
 int tape_block_verify(const struct tape_codec *c, struct tape_coder *k, const uint8_t name[32],

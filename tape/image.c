@@ -670,6 +670,8 @@ int tape_image_open(struct tier_pool *p, const char *manifest,
 	im->locked = true;
 	for (int attempt = 0;; attempt++) {
 		rc = pool_manifest_load(p, manifest, &im->m, NULL);
+		if (rc == -EBADMSG || rc == -EPROTONOSUPPORT)
+			rc = -EIO; /* damaged or not authentic: the reader sees EIO */
 		if (rc)
 			goto out_close;
 		im->pack_nos = malloc((im->m.nr_packs + 1) * sizeof(uint32_t));
@@ -689,8 +691,6 @@ int tape_image_open(struct tier_pool *p, const char *manifest,
 	if (rc) {
 		free(im->pack_nos);
 		im->pack_nos = NULL;
-		if (rc == -EBADMSG)
-			rc = -EIO; /* a manifest that is not authentic reads as EIO */
 		goto out_close;
 	}
 	rc = image_expect(im, expect);
