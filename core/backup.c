@@ -1139,6 +1139,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	bool to_tv = d.to_tv, diff = false, created = false;
 	int fd = -1, rc;
 	struct pool *p = NULL;
+	char manifest[sizeof(((struct history *)0)->row.manifest)] = "";
 
 	rc = engine_hook_pre(e, v, "restore", err, errlen);
 	if (rc)
@@ -1195,19 +1196,9 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 			goto out_unlock;
 		}
 		rc = engine_pool_open(e, p, err, errlen);
-		struct tier_manifest_info expect = {
-			.volume = v->row.name,
-			.version = src.h->row.version,
-			.size_bytes = v->row.size_bytes,
-			.grain_bytes = v->row.grain_bytes,
-		};
-		if (!rc)
-			rc = e->tier->image_open(p->tp, src.h->row.manifest, &expect, &src.ti);
-		if (rc) {
-			errf(err, errlen, rc, "cannot open tape history %llu: %s",
-			     (unsigned long long)src.h->row.version, strerror(-rc));
+		if (rc)
 			goto out_unlock;
-		}
+		snprintf(manifest, sizeof(manifest), "%s", src.h->row.manifest);
 	}
 	diff = to_tv && !src.tape && src.h->bv->row.tracking;
 	src.h->readers++;
@@ -1220,14 +1211,30 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 			src.h->readers--;
 			snprintf(v->row.state, sizeof(v->row.state), "ok");
 			errf(err, errlen, rc, "cannot record the restore: %s", strerror(-rc));
-			if (src.ti) /* its workers would outlive the command */
-				e->tier->image_close(src.ti);
 			goto out_unlock;
 		}
 	}
 	uint32_t base = diff ? src.h->bv->row.track_base : 0;
 	src.cut = to_tv ? src.h->row.cut_era : 0;
+	struct tier_manifest_info expect = {
+		.volume = v->row.name,
+		.version = src.h->row.version,
+		.size_bytes = v->row.size_bytes,
+		.grain_bytes = v->row.grain_bytes,
+	};
 	pthread_mutex_unlock(&e->lock);
+
+	/* the object store may be slow or not answer (issue 17): the image is
+	 * opened without the engine lock; the history is pinned (readers) and
+	 * the volume marked restoring meanwhile, and out_end undoes both */
+	if (src.tape) {
+		rc = e->tier->image_open(p->tp, manifest, &expect, &src.ti);
+		if (rc) {
+			errf(err, errlen, rc, "cannot open tape history %llu: %s",
+			     (unsigned long long)expect.version, strerror(-rc));
+			goto out_end;
+		}
+	}
 
 	atomic_store(&v->restore_pct, 0);
 	if (!to_tv) {
