@@ -44,7 +44,7 @@ start_host() {
 	PIDS+=("$pid")
 	MOUNTS+=("$d/mnt")
 	wait_mount "$d/mnt" "$pid"
-	bpy ctl "$d/mnt/ctl" "pool create shared s3://$S3_BUCKET/gc endpoint=$S3_EP path_style=1" >/dev/null
+	bpy ctl "$d/mnt/ctl" "pool create shared s3://$S3_BUCKET/gc endpoint=$S3_EP path_style=1 encrypt=none" >/dev/null
 	bpy ctl "$d/mnt/ctl" "volume create db $SIZE save=1" >/dev/null
 	bpy ctl "$d/mnt/ctl" "tapepolicy db pool=shared" >/dev/null
 }

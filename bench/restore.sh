@@ -47,7 +47,7 @@ STORE=$W/store
 MNT=$W/mnt
 V=$MNT/volumes/db
 start_acmfs "$STORE" "$MNT"
-bpy ctl "$MNT/ctl" "pool create s3 s3://$S3_BUCKET/acmfs endpoint=$S3_EP path_style=1" >/dev/null
+bpy ctl "$MNT/ctl" "pool create s3 s3://$S3_BUCKET/acmfs endpoint=$S3_EP path_style=1 encrypt=none" >/dev/null
 bpy ctl "$MNT/ctl" "volume create db $SIZE save=1" >/dev/null
 bpy ctl "$MNT/ctl" "tapepolicy db pool=s3" >/dev/null
 GRAIN=$(sed -n 's/^grain=//p' "$V/info")

@@ -94,7 +94,7 @@ for r in $(seq "$ROUNDS"); do
 		curl_put_parallel "$W/img" "$NP" "curl$r/img"
 	CURL_PUT_ALL+=" $T_S"
 
-	bpy ctl "$MNT/ctl" "pool create s3r$r s3://$S3_BUCKET/acmfs$r endpoint=$S3_EP path_style=1" >/dev/null
+	bpy ctl "$MNT/ctl" "pool create s3r$r s3://$S3_BUCKET/acmfs$r endpoint=$S3_EP path_style=1 encrypt=none" >/dev/null
 	bpy ctl "$MNT/ctl" "tapepolicy ts pool=s3r$r" >/dev/null
 	drop_caches
 	log "acmfs: backup -m TAPE to s3 (round $r)"
