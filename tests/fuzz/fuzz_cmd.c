@@ -23,7 +23,9 @@
 static const char *const pool_keys[] = { "endpoint", "region",	 "path_style", "credentials",
 					  "ca",	      "pack_mb", "threads",    "cache_mb",
 					  "readahead_mb", "retries", "retry_s", "timeout_s",
-					  "lock_stale", "lock_wait", "multipart_mb" };
+					  "lock_stale", "lock_wait", "multipart_mb",
+					  "key",	"encrypt", "format",	 "compress",
+					  "kdf_log2n" };
 
 static bool terminated(const char *s, size_t cap)
 {
@@ -43,6 +45,8 @@ static void check_pool_opts(const char *opts)
 			    !strncmp(w, pool_keys[k], (size_t)(eq - w)))
 				known = true;
 		CHECK(known, "unknown pool option accepted: '%s'", w);
+		if (!strncmp(w, "key=", 4) || !strncmp(w, "credentials=", 12))
+			CHECK(eq[1] == '/', "relative key/credentials file accepted: '%s'", w);
 	}
 }
 
@@ -59,11 +63,12 @@ static void check_ok(enum cmd_scope scope, const struct cmd *c, const uint8_t *d
 	if (c->has_path)
 		CHECK(c->path[0] == '/', "relative path accepted: '%s'", c->path);
 
-	bool global = c->kind >= CMD_VOLUME_CREATE && c->kind <= CMD_POOL_GC;
+	bool global = c->kind >= CMD_VOLUME_CREATE && c->kind <= CMD_POOL_PASSWD;
 	CHECK(global == (scope == CMD_GLOBAL), "kind %s in the wrong scope", cmd_name(c->kind));
 	if (global) {
 		CHECK(util_name_valid(c->name), "invalid name accepted: '%s'", c->name);
-		CHECK(c->kind == CMD_VOLUME_CREATE || !c->has_path, "path on %s",
+		CHECK(c->kind == CMD_VOLUME_CREATE || c->kind == CMD_POOL_PASSWD || !c->has_path,
+		      "path on %s",
 		      cmd_name(c->kind));
 	} else {
 		CHECK(c->name[0] == 0, "volume command carries a name");
