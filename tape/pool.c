@@ -378,7 +378,11 @@ int pool_manifest_load(struct tier_pool *p, const char *key, struct tape_manifes
 	if (!rc && sha)
 		memcpy(sha, buf + len - 32, 32);
 	if (rc)
-		tape_log(TAPE_LOG_ERR, "manifest %s: %s", key, strerror(-rc));
+		tape_log(TAPE_LOG_ERR, "manifest %s: refused: %s", key,
+			 rc == -EBADMSG ? "damaged or not authentic (the pool was tampered with "
+					  "or damaged)"
+			 : rc == -EPROTONOSUPPORT ? "of an unsupported format version"
+						  : strerror(-rc));
 	free(buf);
 	return rc;
 }
