@@ -207,6 +207,7 @@ class Workload(threading.Thread):
         self.exc = None
         self.daemon_rc = None
         self.errors = []
+        self.sync_p = 0.6       # share of writes followed by fsync
 
     def run(self):
         try:
@@ -261,7 +262,7 @@ class Workload(threading.Thread):
         if rng.random() < 0.3:
             off -= off % GRAIN
         new = rng.randbytes(n)
-        sync = rng.random() < 0.6
+        sync = rng.random() < self.sync_p
         with mo.lock:
             mo.inflight = ("write", vol, off, bytes(d[off:off + n]), new)
         vwrite(self.m, vol, off, new, sync=sync)
