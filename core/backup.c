@@ -10,6 +10,7 @@
  * a tape restore adds a compare thread it joins before returning.
  */
 #include "engine_int.h"
+#include "fill.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -167,6 +168,12 @@ int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf 
 	bool full, old_tracking = false;
 	int rc;
 
+	if (atomic_load(&v->filling))
+		/* the copy would read grains the fill has not brought yet */
+		return errf(err, errlen, -EBUSY,
+			    "%s is still filling from a history (%d%% done): back it up once "
+			    "the fill has ended",
+			    v->row.name, fill_pct(v));
 	if (c->media == MEDIA_TAPE)
 		return tape_backup_direct(e, v, c, reply, err, errlen);
 	rc = engine_hook_pre(e, v, "backup", err, errlen);
@@ -187,6 +194,11 @@ int do_backup(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf 
 		rc = errf(err, errlen, -ENOSPC,
 			  "no usable backup volume for %s (save=%u; add one with 'bv add')",
 			  v->row.name, v->row.save);
+		goto out_unlock;
+	}
+	char why[200];
+	if (victim && fill_pin_reason(v, victim, why, sizeof(why))) {
+		rc = errf(err, errlen, -EBUSY, "the oldest generation cannot be released: %s", why);
 		goto out_unlock;
 	}
 	if (victim && (victim->readers || tape_copy_pending(victim))) {
@@ -363,7 +375,7 @@ void job_done(struct job *j)
 
 /* the history a -g/-v/-t/latest selection names, on the given media
  * (MEDIA_UNSET = either) */
-static struct history *select_hist(struct vol *v, const struct cmd *c, int media, bool need_ok)
+struct history *hist_select(struct vol *v, const struct cmd *c, int media, bool need_ok)
 {
 	struct history *best = NULL;
 	uint64_t n = 0;
@@ -444,7 +456,7 @@ int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 				targets[nt++] = h;
 	} else {
 		struct history *h =
-			select_hist(v, c, c->sel == SEL_GEN && c->media == MEDIA_UNSET ? MEDIA_DISK
+			hist_select(v, c, c->sel == SEL_GEN && c->media == MEDIA_UNSET ? MEDIA_DISK
 										    : (int)c->media,
 				    false);
 		if (h)
@@ -457,6 +469,11 @@ int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 		goto out_unlock;
 	}
 	for (size_t i = 0; i < nt; i++) {
+		char why[200];
+		if (fill_pin_reason(v, targets[i], why, sizeof(why))) {
+			rc = errf(err, errlen, -EBUSY, "%s", why);
+			goto out_unlock;
+		}
 		if (targets[i]->readers) {
 			rc = errf(err, errlen, -EBUSY, "history version %llu is open for reading",
 				  (unsigned long long)targets[i]->row.version);
@@ -1131,6 +1148,36 @@ out_free:
 }
 
 
+/* restore -i (under e->lock): the volume presents h's content at once and a
+ * fill (fill.h) writes it in underneath */
+static int restore_instant(struct engine *e, struct vol *v, struct history *h, bool tape,
+			   struct sbuf *reply, char *err, size_t errlen)
+{
+	uint64_t version = h->row.version, grains = 0;
+	int rc;
+
+	v->restoring = true; /* no writer opens while fill_start waits on the source */
+	rc = fill_start(e, v, v, version, tape ? HIMG_TAPE : HIMG_DISK, &grains, err, errlen);
+	v->restoring = false;
+	if (rc)
+		return rc;
+	pthread_mutex_unlock(&e->lock);
+	/* the kernel's cached pages of the volume hold its content before */
+	if (e->inval_data)
+		e->inval_data(e->inval_arg, (uint64_t)v->row.id);
+	pthread_mutex_lock(&e->lock);
+	atomic_fetch_add(&e->m.restores, 1);
+	vol_log(v, "live restore of version %llu from %s started: %llu grains to fill",
+		(unsigned long long)version, tape ? "tape" : "disk", (unsigned long long)grains);
+	sbuf_addf(reply,
+		  "ok volume=%s version=%llu media=%s target=volume mode=instant "
+		  "grains_to_fill=%llu\n%s acmrestore completed\n",
+		  v->row.name, (unsigned long long)version, tape ? "TAPE" : "DISK",
+		  (unsigned long long)grains, v->row.name);
+	err[0] = 0;
+	return 0;
+}
+
 int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf *reply,
 	       char *err, size_t errlen)
 {
@@ -1146,7 +1193,7 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 		return rc;
 	/* from here on every way out runs restore.post (at out_unlock) */
 	pthread_mutex_lock(&e->lock);
-	src.h = select_hist(v, c, c->media, true);
+	src.h = hist_select(v, c, c->media, true);
 	if (!src.h) {
 		rc = errf(err, errlen, -ENOENT, "no succeeded history to restore%s",
 			  c->sel == SEL_LATEST ? "" : " matches the selection");
@@ -1180,6 +1227,17 @@ int do_restore(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	}
 	if (to_tv && v->jobs) {
 		rc = errf(err, errlen, -EBUSY, "a backup copy of %s is running", v->row.name);
+		goto out_unlock;
+	}
+	if (to_tv && v->fill) {
+		rc = errf(err, errlen, -EBUSY,
+			  "%s is still filling from a history (%d%% done): restore once the fill "
+			  "has ended",
+			  v->row.name, fill_pct(v));
+		goto out_unlock;
+	}
+	if (c->instant) {
+		rc = restore_instant(e, v, src.h, src.tape, reply, err, errlen);
 		goto out_unlock;
 	}
 	if (!to_tv && !src.tape && (src.h->bv->row.tracking || src.h->bv->job)) {
@@ -1341,7 +1399,7 @@ int do_tphistcopy(struct engine *e, struct vol *v, const struct cmd *c, struct s
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&e->lock);
-	h = select_hist(v, c, MEDIA_DISK, true);
+	h = hist_select(v, c, MEDIA_DISK, true);
 	if (!h || !h->bv) {
 		rc = errf(err, errlen, -ENOENT, "no such disk history");
 		goto out_unlock;
@@ -1394,7 +1452,7 @@ int do_verify(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf 
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	h = select_hist(v, c, c->media, true);
+	h = hist_select(v, c, c->media, true);
 	if (!h) {
 		pthread_mutex_unlock(&e->lock);
 		return errf(err, errlen, -ENOENT, "no such succeeded history");

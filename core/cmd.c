@@ -36,6 +36,7 @@ const char *cmd_name(enum cmd_kind kind)
 	switch (kind) {
 	case CMD_VOLUME_CREATE: return "volume create";
 	case CMD_VOLUME_DELETE: return "volume delete";
+	case CMD_VOLUME_CLONE: return "volume clone";
 	case CMD_BV_ADD: return "bv add";
 	case CMD_POLICY: return "policy";
 	case CMD_TAPEPOLICY: return "tapepolicy";
@@ -382,6 +383,8 @@ static int parse_pool_create(struct toks *t, struct cmd *c, char *err, size_t er
 	return 0;
 }
 
+static int parse_volume_clone(struct toks *t, struct cmd *c, char *err, size_t errlen);
+
 static int parse_global(struct toks *t, struct cmd *c, char *err, size_t errlen)
 {
 	const char *w0 = t->w[0], *w1 = t->n > 1 ? t->w[1] : "";
@@ -391,6 +394,10 @@ static int parse_global(struct toks *t, struct cmd *c, char *err, size_t errlen)
 	if (!strcmp(w0, "volume") && !strcmp(w1, "create")) {
 		c->kind = CMD_VOLUME_CREATE;
 		return parse_volume_create(t, c, err, errlen);
+	}
+	if (!strcmp(w0, "volume") && !strcmp(w1, "clone")) {
+		c->kind = CMD_VOLUME_CLONE;
+		return parse_volume_clone(t, c, err, errlen);
 	}
 	if (!strcmp(w0, "volume") && !strcmp(w1, "delete")) {
 		c->kind = CMD_VOLUME_DELETE;
@@ -481,6 +488,7 @@ static int parse_global(struct toks *t, struct cmd *c, char *err, size_t errlen)
 #define OPT_BD (1u << 7)
 #define OPT_ALL (1u << 8)
 #define OPT_DATE (1u << 9)
+#define OPT_I (1u << 10)
 
 static const struct {
 	const char *flag;
@@ -490,16 +498,16 @@ static const struct {
 	{ "-T", OPT_T, false },	 { "-m", OPT_M, true },	    { "-b", OPT_B, true },
 	{ "-g", OPT_G, true },	 { "-v", OPT_V, true },	    { "-z", OPT_Z, false },
 	{ "-r", OPT_R, true },	 { "-bd", OPT_BD, true },   { "-all", OPT_ALL, false },
-	{ "-t", OPT_DATE, true },
+	{ "-t", OPT_DATE, true }, { "-i", OPT_I, false },
 };
 
-static int parse_vol_opts(struct toks *t, unsigned allowed, struct cmd *c, unsigned *seen,
-			  char *err, size_t errlen)
+static int parse_opts_from(struct toks *t, int first, unsigned allowed, struct cmd *c,
+			   unsigned *seen, char *err, size_t errlen)
 {
 	int rc;
 
 	*seen = 0;
-	for (int i = 1; i < t->n; i++) {
+	for (int i = first; i < t->n; i++) {
 		size_t k;
 		for (k = 0; k < ACM_ARRAY_SIZE(vol_opts); k++)
 			if (!strcmp(t->w[i], vol_opts[k].flag))
@@ -571,12 +579,41 @@ static int parse_vol_opts(struct toks *t, unsigned allowed, struct cmd *c, unsig
 		case OPT_ALL:
 			c->all = true;
 			break;
+		case OPT_I:
+			c->instant = true;
+			break;
 		}
 	}
 	unsigned sels = *seen & (OPT_G | OPT_V | OPT_Z | OPT_DATE);
 	if (sels & (sels - 1))
 		return fail(err, errlen, "-g, -v, -t and -z exclude each other");
 	return 0;
+}
+
+static int parse_vol_opts(struct toks *t, unsigned allowed, struct cmd *c, unsigned *seen,
+			  char *err, size_t errlen)
+{
+	return parse_opts_from(t, 1, allowed, c, seen, err, errlen);
+}
+
+/* volume clone NAME SRC [-g N|-v V] [-m DISK|TAPE]: the options are a
+ * restore's history selection */
+static int parse_volume_clone(struct toks *t, struct cmd *c, char *err, size_t errlen)
+{
+	static const char usage[] = "usage: volume clone NAME VOL [-g N|-v V] [-m DISK|TAPE]";
+	unsigned seen;
+	int rc;
+
+	if (t->n < 4)
+		return fail(err, errlen, "%s", usage);
+	rc = copy_name(c->name, t->w[2], "volume", err, errlen);
+	if (!rc)
+		rc = copy_name(c->src, t->w[3], "volume", err, errlen);
+	if (rc)
+		return rc;
+	if (!strcmp(c->name, c->src))
+		return fail(err, errlen, "a clone needs a name of its own");
+	return parse_opts_from(t, 4, OPT_G | OPT_V | OPT_M, c, &seen, err, errlen);
 }
 
 static int parse_volume(struct toks *t, struct cmd *c, char *err, size_t errlen)
@@ -600,8 +637,13 @@ static int parse_volume(struct toks *t, struct cmd *c, char *err, size_t errlen)
 	}
 	if (!strcmp(w0, "restore")) {
 		c->kind = CMD_RESTORE;
-		return parse_vol_opts(t, OPT_G | OPT_V | OPT_DATE | OPT_M | OPT_R, c, &seen, err,
-				      errlen);
+		rc = parse_vol_opts(t, OPT_G | OPT_V | OPT_DATE | OPT_M | OPT_R | OPT_I, c, &seen,
+				    err, errlen);
+		if (rc)
+			return rc;
+		if (c->instant && c->has_path)
+			return fail(err, errlen, "-i restores onto the volume itself; not with -r");
+		return 0;
 	}
 	if (!strcmp(w0, "histdel")) {
 		c->kind = CMD_HISTDEL;

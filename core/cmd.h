@@ -25,6 +25,7 @@ enum cmd_kind {
 	/* global */
 	CMD_VOLUME_CREATE,
 	CMD_VOLUME_DELETE,
+	CMD_VOLUME_CLONE,
 	CMD_BV_ADD,
 	CMD_POLICY,
 	CMD_TAPEPOLICY,
@@ -85,6 +86,8 @@ struct cmd {
 	int64_t sel_date;
 	char bd[ACM_NAME_MAX + 1]; /* canceltrk -bd */
 	bool all;		   /* canceltrk -all */
+	bool instant;		   /* restore -i */
+	char src[ACM_NAME_MAX + 1]; /* volume clone NAME SRC */
 };
 
 /* The volume geometry rules of `volume create` (README, "Limits"): 0 or

@@ -4,6 +4,7 @@
  * backup.c, the data path in vol.c, text rendering in render.c.
  */
 #include "engine_int.h"
+#include "fill.h"
 
 #include <openssl/rand.h>
 
@@ -989,9 +990,14 @@ static int recover_volume(struct engine *e, struct vol *v)
 			   "data: state needs-restore until a restore completes");
 		dirty = true;
 	}
-	if (dirty)
-		return catalog_put_volume(e->cat, &v->row);
-	return 0;
+	if (dirty) {
+		rc = catalog_put_volume(e->cat, &v->row);
+		if (rc)
+			return rc;
+	}
+	/* a live restore or a clone that was filling goes on (fill.h) */
+	bool resume;
+	return fill_recover(e, v, &resume);
 }
 
 static int recover_all(struct engine *e)
@@ -1244,6 +1250,7 @@ int engine_start(struct engine *e)
 	pthread_mutex_lock(&e->lock);
 	tape_empty_trash(e);
 	pthread_mutex_unlock(&e->lock);
+	fill_resume_all(e);
 	if (pthread_create(&e->flusher, NULL, flusher_main, e))
 		return -EAGAIN;
 	e->flusher_started = true;
@@ -1263,6 +1270,7 @@ void engine_close(struct engine *e)
 	e->stopping = true;
 	pthread_mutex_unlock(&e->lock);
 	tape_cancel_all(e);
+	fill_cancel_all(e); /* fills stop with their progress durable */
 	pthread_mutex_lock(&e->lock);
 	pthread_cond_broadcast(&e->cond);
 	while (e->nr_threads > 0)
@@ -1270,6 +1278,7 @@ void engine_close(struct engine *e)
 	pthread_mutex_unlock(&e->lock);
 	if (e->flusher_started)
 		pthread_join(e->flusher, NULL);
+	fill_free_all(e);
 	for (v = e->vols; v; v = vn) {
 		vn = v->next;
 		vol_free(v);
@@ -1647,10 +1656,17 @@ static int cmd_volume_delete(struct engine *e, const struct cmd *c, char *err, s
 		return -ENOENT;
 	}
 	bool reading = false; /* an open image or a restore reads a history */
-	for (struct history *h = v->hists; h; h = h->next)
-		reading |= h->readers > 0;
-	if (v->opens > 0 || reading || v->jobs) {
-		snprintf(err, errlen, "volume %s is in use (open, or a copy runs)", c->name);
+	for (struct history *h = v->hists; h; h = h->next) {
+		char why[200];
+		if (fill_pin_reason(v, h, why, sizeof(why)) && !fill_reads(v, h)) {
+			snprintf(err, errlen, "volume %s is in use: %s", c->name, why);
+			return -EBUSY;
+		}
+		reading |= h->readers > (fill_reads(v, h) ? 1 : 0);
+	}
+	if (v->opens > 0 || reading || v->jobs || v->restoring) {
+		snprintf(err, errlen, "volume %s is in use (open, or a copy or restore runs)",
+			 c->name);
 		return -EBUSY;
 	}
 	for (struct history *h = v->hists; h; h = h->next)
@@ -1669,6 +1685,8 @@ static int cmd_volume_delete(struct engine *e, const struct cmd *c, char *err, s
 		return rc;
 	*pp = v->next;
 	v->deleted = true; /* its files go when the last reference does */
+	if (v->fill)
+		fill_stop(e, v); /* a volume still filling: its fill ends with it */
 	engine_log(e, "volume %s deleted", c->name);
 	sbuf_addf(reply, "ok volume=%s deleted=1\n", c->name);
 	/* short-lived references (the flusher, a lookup) drop soon: wait a little
@@ -1695,6 +1713,85 @@ static struct vol *find_vol(struct engine *e, const char *name, char *err, size_
 			return v;
 	snprintf(err, errlen, "no volume %s", name);
 	return NULL;
+}
+
+/*
+ * volume clone NAME SRC: a new volume of SRC's size and grain whose content is
+ * the selected history's at once; the fill (fill.h) copies it in underneath.
+ * Takes e->lock itself: fill_start drops it while the source opens.
+ */
+static int cmd_volume_clone(struct engine *e, const struct cmd *c, char *err, size_t errlen,
+			    struct sbuf *reply)
+{
+	struct cmd *cc = NULL;
+	struct sbuf scratch;
+	struct vol *src, *v = NULL;
+	struct history *h;
+	uint64_t grains = 0, version;
+	enum himg_kind kind;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	src = find_vol(e, c->src, err, errlen);
+	if (!src) {
+		rc = -ENOENT;
+		goto out;
+	}
+	h = hist_select(src, c, c->media, true);
+	bool disk_ok = h && h->bv && hist_disk_ok(h);
+	bool tape_ok = h && h->row.tape_status == HS_SUCCEEDED;
+	if (!h || (c->media == MEDIA_DISK && !disk_ok) || (c->media == MEDIA_TAPE && !tape_ok) ||
+	    (!disk_ok && !tape_ok)) {
+		rc = -ENOENT;
+		snprintf(err, errlen, "%s has no succeeded history %s", src->row.name,
+			 c->sel == SEL_LATEST ? "to clone" : "of that selection on that media");
+		goto out;
+	}
+	kind = c->media == MEDIA_TAPE || (c->media == MEDIA_UNSET && !disk_ok) ? HIMG_TAPE
+									       : HIMG_DISK;
+	version = h->row.version;
+	cc = calloc(1, sizeof(*cc));
+	if (!cc) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	cc->kind = CMD_VOLUME_CREATE;
+	snprintf(cc->name, sizeof(cc->name), "%s", c->name);
+	cc->size_bytes = src->row.size_bytes;
+	cc->grain_bytes = src->row.grain_bytes;
+	sbuf_init(&scratch, 4096);
+	rc = engine_volume_create(e, cc, err, errlen, &scratch);
+	sbuf_release(&scratch);
+	if (rc)
+		goto out;
+	v = find_vol(e, c->name, err, errlen);
+	v->restoring = true; /* nothing else starts on it while fill_start waits */
+	v->refs++;
+	rc = fill_start(e, v, src, version, kind, &grains, err, errlen);
+	v->restoring = false;
+	v->refs--;
+	if (rc) {
+		char derr[256] = "";
+		cc->kind = CMD_VOLUME_DELETE;
+		sbuf_init(&scratch, 4096);
+		if (cmd_volume_delete(e, cc, derr, sizeof(derr), &scratch))
+			engine_log(e, "error: the volume of the failed clone %s stays: %s", c->name,
+				   derr);
+		sbuf_release(&scratch);
+		goto out;
+	}
+	engine_log(e, "volume %s cloned from version %llu of %s (%s): %llu grains to fill",
+		   c->name, (unsigned long long)version, src->row.name,
+		   kind == HIMG_TAPE ? "TAPE" : "DISK", (unsigned long long)grains);
+	sbuf_addf(reply, "ok volume=%s source=%s version=%llu media=%s size=%llu grain=%u "
+			 "grains_to_fill=%llu\n",
+		  c->name, src->row.name, (unsigned long long)version,
+		  kind == HIMG_TAPE ? "TAPE" : "DISK", (unsigned long long)v->row.size_bytes,
+		  v->row.grain_bytes, (unsigned long long)grains);
+out:
+	pthread_mutex_unlock(&e->lock);
+	free(cc);
+	return rc;
 }
 
 static int cmd_bv_add(struct engine *e, const struct cmd *c, char *err, size_t errlen,
@@ -2028,6 +2125,8 @@ int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, str
 				rc = from_outside_mount(e, c.path, err, sizeof(err));
 			if (!rc && c.kind == CMD_POOL_CREATE) {
 				rc = pool_create_unlocked(e, &c, err, sizeof(err), reply);
+			} else if (!rc && c.kind == CMD_VOLUME_CLONE) {
+				rc = cmd_volume_clone(e, &c, err, sizeof(err), reply);
 			} else if (!rc && (c.kind == CMD_POOL_GC || c.kind == CMD_POOL_HOSTS ||
 					   c.kind == CMD_POOL_PASSWD)) {
 				rc = pool_cmd_unlocked(e, &c, err, sizeof(err), reply);

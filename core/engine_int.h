@@ -44,6 +44,7 @@ struct history {
 	struct tjob *tjob;  /* running tape copy, under e->lock */
 	atomic_uint_fast64_t tape_done; /* grains processed by the tape job */
 	int readers;	    /* open images of this history, under e->lock */
+	int fills;	    /* fills reading it (fill.h; counted in readers too) */
 	struct history *next; /* ascending version */
 };
 
@@ -86,7 +87,9 @@ struct vol {
 	int opens, writers;  /* open data/ctl handles; data handles open for write */
 	bool deleted;
 	bool restoring;	     /* a restore runs: other writers refused */
-	atomic_int restore_pct; /* -1 when none */
+	atomic_int restore_pct; /* -1 when none; a fill's progress too */
+	struct fill *fill;   /* a fill runs (fill.h): e->lock and barrier write to change */
+	atomic_int filling;  /* fill != NULL, for the data path's unlocked test */
 	atomic_int_fast64_t mtime;
 	pthread_mutex_t log_lock;
 	/* vol_io_error's rate limits, [0] reads and [1] writes: when each last
@@ -143,6 +146,9 @@ static inline bool tape_copy_pending(const struct history *h)
 }
 
 /* engine.c */
+/* the history a -g/-v/-t/latest selection names, on the given media
+ * (MEDIA_UNSET = either); need_ok: latest only among succeeded ones */
+struct history *hist_select(struct vol *v, const struct cmd *c, int media, bool need_ok);
 int engine_volume_create(struct engine *e, const struct cmd *c, char *err, size_t errlen,
 			 struct sbuf *reply); /* under e->lock */
 void vol_log(struct vol *v, const char *fmt, ...) ACM_PRINTF(2, 3);
@@ -187,6 +193,8 @@ struct job *job_create(struct vol *v, struct bvol *bv, struct history *h, bool f
 int job_start(struct job *j);	   /* under e->lock */
 struct tier_image *im_tier(struct himg *im);
 int grain_read_hist(struct vol *v, struct history *h, uint64_t g, void *buf);
+/* start fetching [off, off+len) of a tape image (no-op for disk images) */
+void himg_prefetch(struct himg *im, uint64_t off, size_t len);
 void prefetch_grains(int fd, const _Atomic uint64_t *bm, uint64_t nbits, uint64_t *next,
 		     uint64_t upto, uint32_t grain);
 void stripes_lock(struct vol *v, uint64_t g0, uint64_t g1);

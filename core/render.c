@@ -5,6 +5,7 @@
  * e->lock into an sbuf; nothing here changes state.
  */
 #include "engine_int.h"
+#include "fill.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -313,6 +314,7 @@ static void render_vol_info(struct engine *e, struct vol *v, struct sbuf *sb)
 	if (!strcmp(v->row.state, "needs-restore"))
 		sbuf_addf(sb, "note=a restore was interrupted or failed; the volume holds mixed "
 			      "data until a restore completes\n");
+	fill_info(v, sb);
 }
 
 static void render_hist_info(struct engine *e, struct vol *v, uint64_t version, struct sbuf *sb)

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fill.h"
 #include "log.h"
 
 #define LOG_PREFIX "vol"
@@ -192,20 +193,91 @@ size_t engine_open_volumes(struct engine *e, char *buf, size_t len)
 	return n;
 }
 
+/* A read of a volume that fills: the grains still to fill are fetched from
+ * the source first (no lock held), written into the volume under their
+ * stripes (unless filled or written meanwhile), and the range read back
+ * under the same stripes. */
+static int read_filling(struct vol *v, struct fill *f, void *buf, size_t len, uint64_t off)
+{
+	uint64_t grain = v->row.grain_bytes, g0 = off / grain, g1 = (off + len - 1) / grain;
+	uint64_t s0 = g0, s1 = g1;
+	char *src = NULL;
+	int rc = 0;
+
+	while (s0 <= g1 && !fill_todo(f, s0))
+		s0++;
+	while (s1 > s0 && !fill_todo(f, s1))
+		s1--;
+	if (s0 <= g1) {
+		src = malloc((s1 - s0 + 1) * grain);
+		if (!src)
+			return -ENOMEM;
+		rc = fill_source_read(f, s0, s1, src);
+	}
+	if (!rc) {
+		pthread_rwlock_rdlock(&v->barrier);
+		stripes_lock(v, g0, g1);
+		for (uint64_t g = s0; src && g <= s1 && !rc; g++)
+			rc = fill_apply(f, g, src + (g - s0) * grain);
+		if (!rc)
+			rc = util_pread_full(IO_DATA, v->tv_fd, buf, len, off);
+		stripes_unlock(v, g0, g1);
+		pthread_rwlock_unlock(&v->barrier);
+	}
+	free(src);
+	return rc;
+}
+
 ssize_t vol_read(struct vol *v, void *buf, size_t len, uint64_t off)
 {
+	struct fill *f = NULL;
 	int rc;
 
 	if (off >= v->row.size_bytes)
 		return 0;
 	if (len > v->row.size_bytes - off)
 		len = (size_t)(v->row.size_bytes - off);
-	rc = util_pread_full(IO_DATA, v->tv_fd, buf, len, off);
+	if (atomic_load(&v->filling))
+		f = fill_get(v);
+	if (f && fill_any(f, off / v->row.grain_bytes, (off + len - 1) / v->row.grain_bytes)) {
+		rc = read_filling(v, f, buf, len, off);
+		fill_put(f);
+		if (rc == -EIO)
+			return rc; /* the source's error, logged */
+	} else {
+		fill_put(f);
+		rc = util_pread_full(IO_DATA, v->tv_fd, buf, len, off);
+	}
 	if (rc) {
 		vol_io_error(v, false, "the volume", 0, off, -rc);
 		return rc;
 	}
 	return (ssize_t)len;
+}
+
+/* The source content of the grains a write covers in part (its first and
+ * last), fetched before any lock is taken: edge[0] for g0, edge[1] for g1
+ * (NULL when covered whole or already filled). */
+static int write_edges(struct vol *v, struct fill *f, uint64_t off, size_t len, char *edge[2])
+{
+	uint64_t grain = v->row.grain_bytes, end = off + len;
+	uint64_t g[2] = { off / grain, (end - 1) / grain };
+
+	for (int k = 0; k < 2; k++) {
+		uint64_t gs = g[k] * grain, ge = gs + grain;
+		if (ge > v->row.size_bytes)
+			ge = v->row.size_bytes;
+		bool partial = off > gs || end < ge;
+		if ((k == 1 && g[1] == g[0]) || !partial || !fill_todo(f, g[k]))
+			continue;
+		edge[k] = malloc(grain);
+		if (!edge[k])
+			return -ENOMEM;
+		int rc = fill_source_read(f, g[k], g[k], edge[k]);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 /* Writes the segments of iov (len bytes in all; NULL: punch len bytes) at
@@ -216,20 +288,34 @@ static int write_locked(struct vol *v, int fd, const struct iovec *iov, int cnt,
 {
 	uint64_t grain = v->row.grain_bytes;
 	uint64_t g0 = off / grain, g1 = (off + len - 1) / grain;
+	struct fill *f = NULL;
+	char *edge[2] = { NULL, NULL }; /* source content of a partly written g0 / g1 */
 	bool striped;
-	int rc;
+	int rc = 0;
 
+	if (atomic_load(&v->filling))
+		f = fill_get(v);
+	if (f)
+		rc = write_edges(v, f, off, len, edge);
+	if (rc)
+		goto out_put;
 	pthread_rwlock_rdlock(&v->barrier);
 	rc = track_intent(v->trk, g0, g1);
 	if (rc)
 		goto out_unlock;
-	striped = v->jobs != NULL; /* the job list changes only under the barrier's write lock */
+	/* the job list and the fill change only under the barrier's write lock */
+	striped = v->jobs != NULL || f;
 	if (striped) {
 		stripes_lock(v, g0, g1);
 		for (struct job *j = v->jobs; j && !rc; j = j->next)
 			for (uint64_t g = g0; g <= g1 && !rc; g++)
 				if (bitmap_test(j->pending, g))
 					rc = cow_grain(v, j, g);
+		/* a grain written in part takes the source's content first */
+		if (f && !rc && edge[0])
+			rc = fill_apply(f, g0, edge[0]);
+		if (f && !rc && edge[1])
+			rc = fill_apply(f, g1, edge[1]);
 	}
 	if (!rc) {
 		track_mark(v->trk, g0, g1);
@@ -241,10 +327,19 @@ static int write_locked(struct vol *v, int fd, const struct iovec *iov, int cnt,
 		else
 			rc = util_pwritev_full(IO_DATA, fd, iov, cnt, off);
 	}
+	/* grains the write covered whole are the writer's now */
+	for (uint64_t g = g0; f && !rc && g <= g1; g++)
+		if (fill_todo(f, g) && g * grain >= off &&
+		    ((g + 1) * grain <= off + len || off + len == v->row.size_bytes))
+			fill_covered(f, g);
 	if (striped)
 		stripes_unlock(v, g0, g1);
 out_unlock:
 	pthread_rwlock_unlock(&v->barrier);
+out_put:
+	free(edge[0]);
+	free(edge[1]);
+	fill_put(f);
 	if (rc)
 		vol_io_error(v, true, "the volume", 0, off, -rc);
 	else
@@ -289,6 +384,16 @@ ssize_t vol_write(struct vol *v, const void *buf, size_t len, uint64_t off)
 
 int vol_fsync(struct vol *v, bool datasync)
 {
+	struct fill *f = atomic_load(&v->filling) ? fill_get(v) : NULL;
+
+	if (f) {
+		/* the volume file, and then the grains filled or written whole
+		 * leave the map: after a crash they read as they are now */
+		int rc = fill_sync(f);
+		fill_put(f);
+		if (rc || datasync)
+			return rc;
+	}
 	if (datasync ? io_fdatasync(IO_DATA, v->tv_fd) : io_fsync(IO_DATA, v->tv_fd))
 		return -errno;
 	return 0;
@@ -300,6 +405,9 @@ int64_t vol_seek_data(struct vol *v, uint64_t off, int whence)
 
 	if (off >= v->row.size_bytes)
 		return -ENXIO;
+	/* while it fills, the file's holes say nothing of the content */
+	if (atomic_load(&v->filling))
+		return whence == SEEK_DATA ? (int64_t)off : (int64_t)v->row.size_bytes;
 	r = lseek(v->tv_fd, (off_t)off, whence);
 	if (r < 0)
 		return errno == ENXIO && whence == SEEK_HOLE ? (int64_t)v->row.size_bytes : -errno;
@@ -337,6 +445,8 @@ static uint64_t fd_blocks(int fd, uint64_t size)
 
 uint64_t vol_data_blocks(struct vol *v)
 {
+	if (atomic_load(&v->filling))
+		return blocks_cap(v->row.size_bytes); /* the source's data is not counted */
 	return fd_blocks(v->tv_fd, v->row.size_bytes);
 }
 
@@ -698,6 +808,14 @@ out_unlock: /* only on errors */
 	pthread_mutex_unlock(&e->lock);
 	free(im);
 	return rc;
+}
+
+void himg_prefetch(struct himg *im, uint64_t off, size_t len)
+{
+	const struct tier_ops *t = im->v->e->tier;
+
+	if (im->kind == HIMG_TAPE && t->image_prefetch)
+		t->image_prefetch(im->ti, off, len);
 }
 
 struct tier_image *im_tier(struct himg *im)

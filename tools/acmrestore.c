@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "usage: acmrestore [-g N|-v V|-t DATE] [-m DISK|TAPE] [-r PATH] [-M DIR] [--json] DEVICE\n"
+    "usage: acmrestore [-g N|-v V|-t DATE] [-m DISK|TAPE] [-r PATH | -i] [-M DIR] [--json] DEVICE\n"
     "\n"
     "Restore DEVICE (a volume name or MNT/volumes/VOL/data) from a history\n"
     "(default: the newest, from disk when a disk copy exists).\n"
@@ -31,6 +31,8 @@ static const char usage[] =
     "  -t DATE   the newest history taken at or before DATE\n"
     "  -m MEDIA  DISK or TAPE: where to read the history from\n"
     "  -r PATH   restore to PATH (file or block device) instead of DEVICE\n"
+    "  -i        live restore: DEVICE shows the history at once and is usable;\n"
+    "            the rest is copied in the background (see trkstat)\n"
     "  -M DIR    the acmfs mount\n"
     "  --json    print the reply as JSON\n"
     "  --help, --version\n";
@@ -82,7 +84,7 @@ int main(int argc, char **argv)
 	struct acm_ctx ctx = {.prog = "acmrestore"};
 	struct acm_opt opts[] = {
 	    {"-g", "N", NULL},         {"-v", "V", NULL},    {"-t", "DATE", NULL},
-	    {"-m", "DISK|TAPE", NULL}, {"-r", "PATH", NULL},
+	    {"-m", "DISK|TAPE", NULL}, {"-r", "PATH", NULL},    {"-i", NULL, NULL},
 	};
 	struct watcher w = {0};
 	pthread_t th;
@@ -93,7 +95,7 @@ int main(int argc, char **argv)
 	size_t nr_pos;
 	int ret, nr_sel = 0;
 
-	ret = acm_parse(&ctx, argc, argv, opts, 5, pos, 1, &nr_pos, usage, true);
+	ret = acm_parse(&ctx, argc, argv, opts, 6, pos, 1, &nr_pos, usage, true);
 	if (ret)
 		return ret > 0 ? ACM_EXIT_OK : ACM_EXIT_USAGE;
 	if (nr_pos != 1) {
@@ -125,6 +127,10 @@ int main(int argc, char **argv)
 			return ACM_EXIT_USAGE;
 		}
 	}
+	if (opts[4].value && opts[5].value) {
+		acm_error(&ctx, "-i restores DEVICE itself: it excludes -r");
+		return ACM_EXIT_USAGE;
+	}
 	ret = acm_device(&ctx, pos[0], vol);
 	if (ret)
 		return acm_exit_code(ret);
@@ -143,6 +149,8 @@ int main(int argc, char **argv)
 			snprintf(word, sizeof(word), " %s %s", opts[i].name, val);
 			strncat(cmd, word, sizeof(cmd) - strlen(cmd) - 1);
 		}
+	if (opts[5].value)
+		strncat(cmd, " -i", sizeof(cmd) - strlen(cmd) - 1);
 	if (abs[0]) {
 		strncat(cmd, " -r ", sizeof(cmd) - strlen(cmd) - 1);
 		strncat(cmd, abs, sizeof(cmd) - strlen(cmd) - 1);
@@ -151,7 +159,7 @@ int main(int argc, char **argv)
 	w.ctx = &ctx;
 	w.vol = vol;
 	atomic_init(&w.done, false);
-	if (isatty(STDERR_FILENO) == 1 && pthread_create(&th, NULL, watch, &w) == 0)
+	if (!opts[5].value && isatty(STDERR_FILENO) == 1 && pthread_create(&th, NULL, watch, &w) == 0)
 		watching = true;
 	ret = acm_ctl(&ctx, vol, cmd, reply, sizeof(reply));
 	if (watching) {

@@ -137,6 +137,38 @@ static void test_volume_delete(void **state)
 	BAD(G, "volume");
 }
 
+static void test_volume_clone(void **state)
+{
+	(void)state;
+	OK(G, "volume clone test db", CMD_VOLUME_CLONE);
+	assert_string_equal(C.name, "test");
+	assert_string_equal(C.src, "db");
+	assert_int_equal(C.sel, SEL_LATEST);
+	assert_int_equal(C.media, MEDIA_UNSET);
+	OK(G, "volume clone test db -v 7 -m TAPE", CMD_VOLUME_CLONE);
+	assert_int_equal(C.sel, SEL_VERSION);
+	assert_int_equal(C.sel_value, 7);
+	assert_int_equal(C.media, MEDIA_TAPE);
+	OK(G, "volume clone t2 db -g 2 -m DISK", CMD_VOLUME_CLONE);
+	assert_int_equal(C.sel, SEL_GEN);
+	assert_int_equal(C.sel_value, 2);
+	assert_int_equal(C.media, MEDIA_DISK);
+	BAD(G, "volume clone");
+	BAD(G, "volume clone test");
+	BAD(G, "volume clone db db");		/* a clone needs its own name */
+	BAD(G, "volume clone .x db");
+	BAD(G, "volume clone test d/b");
+	BAD(G, "volume clone test db -g 1 -v 2");
+	BAD(G, "volume clone test db -m BOTH");
+	BAD(G, "volume clone test db -t 2026-01-01"); /* -t: not for clones */
+	BAD(G, "volume clone test db -z");
+	BAD(G, "volume clone test db -r /tmp/x");
+	BAD(G, "volume clone test db -i");
+	BAD(G, "volume clone test db extra");
+	BAD(G, "volume clone test db -v");
+	BAD(V, "volume clone test db");
+}
+
 static void test_bv_add(void **state)
 {
 	(void)state;
@@ -400,6 +432,19 @@ static void test_restore(void **state)
 	BAD(V, "restore -T");
 	BAD(V, "restore -b GEN");
 	BAD(V, "restore 3");
+
+	OK(V, "restore -i", CMD_RESTORE);
+	assert_true(C.instant);
+	OK(V, "restore -v 3 -m TAPE -i", CMD_RESTORE);
+	assert_true(C.instant);
+	assert_int_equal(C.sel_value, 3);
+	OK(V, "restore -g 1", CMD_RESTORE);
+	assert_false(C.instant); /* not left over from the line before */
+	BAD(V, "restore -i -r /tmp/x"); /* a live restore is of the volume itself */
+	BAD(V, "restore -r /tmp/x -i");
+	BAD(V, "restore -i -i");
+	BAD(V, "backup -i");
+	BAD(V, "histdel -g 1 -i");
 }
 
 static void test_histdel(void **state)
@@ -610,6 +655,7 @@ static void test_cmd_name(void **state)
 		const char *name;
 	} names[] = {
 		{ CMD_VOLUME_CREATE, "volume create" }, { CMD_VOLUME_DELETE, "volume delete" },
+		{ CMD_VOLUME_CLONE, "volume clone" },
 		{ CMD_BV_ADD, "bv add" },		{ CMD_POLICY, "policy" },
 		{ CMD_TAPEPOLICY, "tapepolicy" },	{ CMD_POOL_CREATE, "pool create" },
 		{ CMD_POOL_DELETE, "pool delete" },	{ CMD_POOL_IMPORT, "pool import" },
@@ -746,6 +792,7 @@ int main(void)
 		cmocka_unit_test(test_volume_geometry),
 		cmocka_unit_test(test_volume_create),
 		cmocka_unit_test(test_volume_delete),
+		cmocka_unit_test(test_volume_clone),
 		cmocka_unit_test(test_bv_add),
 		cmocka_unit_test(test_policy),
 		cmocka_unit_test(test_tapepolicy),
