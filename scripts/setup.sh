@@ -47,7 +47,7 @@ PKGS=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
 	python3 python3-pytest e2fsprogs util-linux fio awscli nodejs npm
 	scdoc valgrind libclang-rt-14-dev rsync qemu-utils
 	ceph-mon ceph-osd ceph-mgr radosgw ceph-common faketime
-	libzstd-dev python3-cryptography python3-zstandard xfsprogs)
+	libzstd-dev python3-cryptography python3-zstandard xfsprogs parted btrfs-progs)
 # multi-buffer SHA-256 (tape/hashv.h): packaged for amd64 only, optional in the build
 [[ $(dpkg --print-architecture) == amd64 ]] && PKGS+=(libipsec-mb-dev)
 

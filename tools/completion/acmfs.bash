@@ -1,5 +1,5 @@
 # bash completion for the acmfs tools: acmbackup, acmrestore, acmhistdisp,
-# acmhistdel, acmtrkstat, acmcanceltrk, acmdevdisp, acmtphistcopy, acmadm.
+# acmhistdel, acmtrkstat, acmcanceltrk, acmdevdisp, acmtphistcopy, acmfiles, acmadm.
 # Completes options, option values, and volume names read from the mount's
 # volumes/ directory (the mount: -M DIR on the line, $ACMFS_MOUNT, or the
 # only fuse.acmfs mount in /proc/self/mountinfo).
@@ -83,13 +83,14 @@ _acmfs_tools()
 
     case $cmd in
     acmbackup) opts='-T -m -b -w' ;;
-    acmrestore) opts='-g -v -t -m -r' ;;
+    acmrestore) opts='-g -v -t -m -r -i' ;;
     acmhistdisp) opts='-l -m' ;;
     acmhistdel) opts='-g -v -z -m' ;;
     acmtrkstat) opts='' ;;
     acmcanceltrk) opts='-bd -all' ;;
     acmdevdisp) opts='-t -b -u' ;;
     acmtphistcopy) opts='-g -v -b' ;;
+    acmfiles) opts='-g -v -m -u' ;;
     esac
     opts="$opts -M --json --help --version"
 
@@ -152,5 +153,5 @@ _acmfs_acmadm()
 }
 
 complete -F _acmfs_tools acmbackup acmrestore acmhistdisp acmhistdel acmtrkstat \
-    acmcanceltrk acmdevdisp acmtphistcopy
+    acmcanceltrk acmdevdisp acmtphistcopy acmfiles
 complete -F _acmfs_acmadm acmadm
