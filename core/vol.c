@@ -27,6 +27,7 @@
 
 #define LOG_PREFIX "vol"
 #define COPY_RUN_BYTES (1 * ACM_MiB)
+#define HOLE_SPAN_BYTES (1 * ACM_GiB) /* holes of the TV skipped per stripes lock */
 #define PREFETCH_GRAINS 4096 /* how far ahead scattered grains are prefetched */
 
 /* ---------- stripes ---------- */
@@ -617,6 +618,53 @@ static int copy_run(struct vol *v, struct job *j, uint64_t g0, uint64_t g1)
 	return rc;
 }
 
+/*
+ * The grains from g on that the TV holds as a hole: their copy is a hole in
+ * the BV, done for a span at a time (HOLE_SPAN_BYTES) instead of run by run,
+ * so that a full copy of a thin volume costs what it holds, not its size.
+ * The hole is checked again under the span's stripes (a writer takes them,
+ * and copies the old content of a pending grain, before it writes). Returns
+ * the first grain not handled: g itself when g holds data.
+ */
+static uint64_t skip_hole(struct vol *v, struct job *j, uint64_t g, int *rc)
+{
+	uint64_t grain = v->row.grain_bytes, size = v->row.size_bytes;
+	uint64_t span = HOLE_SPAN_BYTES / grain ? HOLE_SPAN_BYTES / grain : 1;
+	off_t d = lseek(v->tv_fd, (off_t)(g * grain), SEEK_DATA);
+	uint64_t hole_end = d < 0 ? (errno == ENXIO ? size : g * grain) : (uint64_t)d;
+	uint64_t g1 = hole_end >= size ? j->nr_grains : hole_end / grain; /* exclusive */
+
+	if (g1 <= g + 1)
+		return g; /* not worth it: the run copy punches a grain's hole as well */
+	if (g1 > g + span)
+		g1 = g + span;
+	stripes_lock(v, g, g1 - 1);
+	d = lseek(v->tv_fd, (off_t)(g * grain), SEEK_DATA);
+	hole_end = d < 0 ? (errno == ENXIO ? size : 0) : (uint64_t)d;
+	if (hole_end < (g1 * grain < size ? g1 * grain : size)) {
+		stripes_unlock(v, g, g1 - 1); /* written meanwhile: copy it run by run */
+		return g;
+	}
+	uint64_t off = g * grain, len = (g1 - g) * grain;
+	if (off + len > size)
+		len = size - off;
+	if (fallocate(j->bv->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		      (off_t)len)) {
+		*rc = -errno;
+		stripes_unlock(v, g, g1 - 1);
+		return g;
+	}
+	uint64_t cnt = 0;
+	for (uint64_t x = bitmap_next(j->pending, g1, g); x < g1; x = bitmap_next(j->pending, g1, x + 1))
+		if (bitmap_clear(j->pending, x))
+			cnt++;
+	atomic_fetch_sub(&j->remaining, cnt);
+	atomic_fetch_add(&j->copied, cnt);
+	atomic_fetch_add(&v->e->m.grains_copied, cnt);
+	stripes_unlock(v, g, g1 - 1);
+	return g1;
+}
+
 void prefetch_grains(int fd, const _Atomic uint64_t *bm, uint64_t nbits, uint64_t *next,
 		     uint64_t upto, uint32_t grain)
 {
@@ -659,6 +707,11 @@ static void *copier_main(void *arg)
 				if (pf < g + PREFETCH_GRAINS / 2)
 					prefetch_grains(v->tv_fd, j->pending, j->nr_grains, &pf,
 							g + PREFETCH_GRAINS, v->row.grain_bytes);
+				uint64_t next = skip_hole(v, j, g, &rc);
+				if (rc || next != g) {
+					g = next;
+					continue;
+				}
 				uint64_t end = g + run - 1;
 				if (end >= j->nr_grains)
 					end = j->nr_grains - 1;

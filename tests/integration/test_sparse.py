@@ -364,3 +364,38 @@ def test_volume_geometry_limits(mount, cmd, words):
         assert w in reply, (w, reply)
     assert not vpath(m, "big").exists()
     assert not (m.store / "volumes" / "big").exists()
+
+
+def test_full_copy_of_a_thin_volume_is_point_in_time(mount):
+    """A full copy skips the volume file's holes a span at a time (core/vol.c
+    skip_hole); writes racing with it, into holes and into data, must not
+    reach the history: its image is the volume as at the backup."""
+    m = mount
+    size = 256 * GiB
+    m.create_volume("thin", "256G", save=1)
+    before = scattered(23, size)
+    write_extents(m, "thin", before)
+    r = m.parse_reply(m.ctl("backup -m DISK", "thin"))
+    v = r["version"]
+    # right after the cut: a grain in each 16 GiB (holes the copier has not
+    # reached yet, most of them) and every written extent overwritten
+    after = [(k * 16 * GiB + 5 * GRAIN, b"\xa5" * GRAIN) for k in range(16)]
+    after += [(off, b"\x5a" * len(d)) for off, d in before]
+    write_extents(m, "thin", after)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while hist_info(m, "thin", v)["disk_status"] == "executing":
+        assert time.monotonic() < deadline, "copy still running"
+        time.sleep(0.02)
+    assert hist_info(m, "thin", v)["disk_status"] == "succeeded"
+    img = vpath(m, "thin", "history", v, "image")
+    fd = os.open(img, os.O_RDONLY)
+    try:
+        for off, d in before:
+            assert os.pread(fd, len(d), off) == d, f"written extent at {off}"
+        for off, d in after[:16]:
+            assert os.pread(fd, len(d), off) == bytes(len(d)), f"hole at {off} not a hole"
+    finally:
+        os.close(fd)
+    # the copy moved what the volume held, not its size
+    assert os.stat(vpath(m, "thin", "history", v, "disk.img")).st_blocks * 512 <= \
+        written_bytes(before) + 16 * GRAIN + SLACK
