@@ -32,7 +32,7 @@
 #define MAP_HDR_BYTES	72
 #define MAP_BITS_OFF	4096
 #define RUN_BYTES	(4 * ACM_MiB)
-#define PREFETCH_BYTES	(64 * ACM_MiB)
+#define PREFETCH_BYTES	(64 * ACM_MiB) /* within the tape image cache: more is evicted unread */
 #define PERSIST_BYTES	(256 * ACM_MiB)
 #define PERSIST_MS	1000
 #define BACKOFF_MIN_MS	1000
@@ -390,27 +390,49 @@ bool fill_any(struct fill *f, uint64_t g0, uint64_t g1)
 	return g <= g1 && g < f->nr_grains;
 }
 
-int fill_apply(struct fill *f, uint64_t g, const void *src)
+/* [g0, g1] of the volume file from src (the source's grains g0..g1):
+ * grains still to fill, consecutive and not zero, in one write; zero ones
+ * as holes. Under the grains' stripes. */
+int fill_apply_run(struct fill *f, uint64_t g0, uint64_t g1, const void *src)
 {
 	struct vol *v = f->v;
-	uint64_t grain = v->row.grain_bytes, off = g * grain, len = grain;
-	int rc;
+	uint64_t grain = v->row.grain_bytes, size = v->row.size_bytes;
+	const char *p = src;
+	int rc = 0;
 
-	if (!fill_todo(f, g))
-		return 0;
-	if (off + len > v->row.size_bytes)
-		len = v->row.size_bytes - off;
-	if (util_is_zero(src, (size_t)len))
-		rc = fallocate(v->tv_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-			       (off_t)len)
-			     ? -errno
-			     : 0;
-	else
-		rc = util_pwrite_full(IO_DATA, v->tv_fd, src, (size_t)len, off);
-	if (rc)
-		return rc;
-	grain_done(f, g, len);
-	return 0;
+	for (uint64_t g = g0; g <= g1 && !rc;) {
+		if (!fill_todo(f, g)) {
+			g++;
+			continue;
+		}
+		uint64_t off = g * grain, len = off + grain > size ? size - off : grain;
+		bool zero = util_is_zero(p + (g - g0) * grain, (size_t)len);
+		uint64_t e = g;
+		while (e + 1 <= g1 && fill_todo(f, e + 1)) {
+			uint64_t o2 = (e + 1) * grain, l2 = o2 + grain > size ? size - o2 : grain;
+			if (util_is_zero(p + (e + 1 - g0) * grain, (size_t)l2) != zero)
+				break;
+			e++;
+		}
+		uint64_t end = (e + 1) * grain < size ? (e + 1) * grain : size;
+		if (zero)
+			rc = fallocate(v->tv_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				       (off_t)off, (off_t)(end - off))
+				     ? -errno
+				     : 0;
+		else
+			rc = util_pwrite_full(IO_DATA, v->tv_fd, p + (g - g0) * grain,
+					      (size_t)(end - off), off);
+		for (uint64_t x = g; !rc && x <= e; x++)
+			grain_done(f, x, grain);
+		g = e + 1;
+	}
+	return rc;
+}
+
+int fill_apply(struct fill *f, uint64_t g, const void *src)
+{
+	return fill_apply_run(f, g, g, src);
 }
 
 void fill_covered(struct fill *f, uint64_t g)
@@ -543,8 +565,7 @@ static void *fill_main(void *arg)
 		backoff = BACKOFF_MIN_MS;
 		pthread_rwlock_rdlock(&v->barrier);
 		stripes_lock(v, g, e);
-		for (uint64_t x = g; x <= e && !rc; x++)
-			rc = fill_apply(f, x, buf + (x - g) * grain);
+		rc = fill_apply_run(f, g, e, buf);
 		stripes_unlock(v, g, e);
 		pthread_rwlock_unlock(&v->barrier);
 		if (rc) {
@@ -732,7 +753,9 @@ int fill_start(struct engine *e, struct vol *v, struct vol *src, uint64_t versio
 			 kind == HIMG_TAPE ? "tape" : "disk", strerror(-rc));
 		goto fail;
 	}
-	rc = mark_tracking(f);
+	/* a new volume (a clone) has no tracking pair yet: its first backup
+	 * is full whatever the marks say */
+	rc = src == v ? mark_tracking(f) : 0;
 	if (rc) {
 		snprintf(err, errlen, "cannot record the tracking: %s", strerror(-rc));
 		goto fail;

@@ -78,6 +78,7 @@ int fill_source_read(struct fill *f, uint64_t g0, uint64_t g1, void *buf);
 /* Under the stripes of g: if g is still to fill, write its source content
  * (src: the grain's bytes) into the volume file and clear it. */
 int fill_apply(struct fill *f, uint64_t g, const void *src);
+int fill_apply_run(struct fill *f, uint64_t g0, uint64_t g1, const void *src);
 /* Under the stripes of g, after a write that covered all of g: g holds the
  * writer's bytes now, not the source's. */
 void fill_covered(struct fill *f, uint64_t g);

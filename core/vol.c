@@ -218,8 +218,8 @@ static int read_filling(struct vol *v, struct fill *f, void *buf, size_t len, ui
 	if (!rc) {
 		pthread_rwlock_rdlock(&v->barrier);
 		stripes_lock(v, g0, g1);
-		for (uint64_t g = s0; src && g <= s1 && !rc; g++)
-			rc = fill_apply(f, g, src + (g - s0) * grain);
+		if (src)
+			rc = fill_apply_run(f, s0, s1, src);
 		if (!rc)
 			rc = util_pread_full(IO_DATA, v->tv_fd, buf, len, off);
 		stripes_unlock(v, g0, g1);

@@ -35,6 +35,9 @@ from test_tape import (VOL, S3Pool, daemon_env, finish_env, make_env,  # noqa: F
 
 FILL_TIMEOUT = 120 * TIME_SCALE
 
+# the fill's locking and reference counting are what a sanitizer checks best
+pytestmark = pytest.mark.asan
+
 
 def slow_env(rate, base=None):
     e = dict(base if base is not None else os.environ)
@@ -301,10 +304,10 @@ def test_source_failure_is_eio_for_unfilled_grains_then_resumes(request, mount_f
     pool = S3Pool(m, rgw, proxy, faults)
     pool.opts += " retries=1 retry_s=1 timeout_s=5"
     pool.create_in(m)
-    # larger than the fill's read-ahead (64 MiB), so that the end of the
-    # volume is still only in the pool when the pool stops answering
-    size = 128 * MiB
-    m.create_volume("v", "128M", save=1)
+    # larger than twice the fill's read-ahead (128 MiB, core/fill.c), so that
+    # the end of the volume is still only in the pool when it stops answering
+    size = 320 * MiB
+    m.create_volume("v", "320M", save=1)
     m.ctl(f"tapepolicy v pool={pool.name}")
     data = m.vol("v", "data")
     fill(data, 0, size, seed=31)
