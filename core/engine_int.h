@@ -197,6 +197,9 @@ int grain_read_hist(struct vol *v, struct history *h, uint64_t g, void *buf);
 void himg_prefetch(struct himg *im, uint64_t off, size_t len);
 void prefetch_grains(int fd, const _Atomic uint64_t *bm, uint64_t nbits, uint64_t *next,
 		     uint64_t upto, uint32_t grain);
+/* the first grain in [g, limit) of fd (a volume-sized file) that may hold
+ * data, by SEEK_DATA: limit when all of [g, limit) is a hole */
+uint64_t file_zero_until(int fd, uint64_t g, uint64_t limit, uint32_t grain, uint64_t size);
 void stripes_lock(struct vol *v, uint64_t g0, uint64_t g1);
 void stripes_unlock(struct vol *v, uint64_t g0, uint64_t g1);
 /* flush the era map of v (barrier write briefly) */

@@ -69,6 +69,45 @@ static int read_from_overlay(void *arg, uint64_t g, void *buf)
 	return rc;
 }
 
+/* zero_until for a disk history: its BV's holes, when no copy job still
+ * fills the BV (then every grain is read as before) */
+static uint64_t hist_zero_until(void *arg, uint64_t g, uint64_t limit)
+{
+	struct tjob *t = arg;
+	struct vol *v = t->v;
+	uint64_t grain = v->row.grain_bytes;
+	uint64_t r = g;
+
+	pthread_rwlock_rdlock(&v->barrier);
+	if (!t->h->job)
+		r = file_zero_until(t->h->bv->fd, g, limit, grain, v->row.size_bytes);
+	pthread_rwlock_unlock(&v->barrier);
+	return r;
+}
+
+/* zero_until for -m TAPE: grains still pending in the overlay whose TV
+ * range is a hole, checked under their stripes (a writer copies a pending
+ * grain to the overlay under its stripe before changing the TV); they leave
+ * the overlay's pending set as read_from_overlay's reads do */
+static uint64_t overlay_zero_until(void *arg, uint64_t g, uint64_t limit)
+{
+	struct tjob *t = arg;
+	struct vol *v = t->v;
+	uint64_t grain = v->row.grain_bytes, e = g;
+
+	if (file_zero_until(v->tv_fd, g, limit, grain, v->row.size_bytes) == g)
+		return g; /* data (the common case): no locks taken */
+	stripes_lock(v, g, limit - 1);
+	while (e < limit && bitmap_test(t->ov->pending, e))
+		e++;
+	e = file_zero_until(v->tv_fd, g, e, grain, v->row.size_bytes);
+	for (uint64_t x = g; x < e; x++)
+		if (bitmap_clear(t->ov->pending, x))
+			atomic_fetch_sub(&t->ov->remaining, 1);
+	stripes_unlock(v, g, limit - 1);
+	return e;
+}
+
 /* ---------- parent choice ---------- */
 
 /* newest succeeded tape history in the same pool whose cut is not later than h's */
@@ -118,6 +157,7 @@ static void *tjob_main(void *arg)
 	req.parent = t->parent[0] ? t->parent : NULL;
 	req.changed = t->changed ? (const uint8_t *)t->changed : NULL;
 	req.src.read_grain = t->ov ? read_from_overlay : read_from_hist;
+	req.src.zero_until = t->ov ? overlay_zero_until : hist_zero_until;
 	req.src.arg = t;
 	req.cancel = &t->cancel;
 	req.done_grains = &h->tape_done;

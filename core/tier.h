@@ -27,6 +27,10 @@ struct tier_image;
 struct tier_src {
 	int (*read_grain)(void *arg, uint64_t g, void *buf);
 	void *arg;
+	/* Optional (NULL: every grain is read): the grains [g, returned) hold
+	 * zeros and need not be read; returns g when g may hold data. Never
+	 * returns more than limit. Called from several threads at once. */
+	uint64_t (*zero_until)(void *arg, uint64_t g, uint64_t limit);
 };
 
 struct tier_upload_req {

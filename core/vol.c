@@ -125,6 +125,19 @@ static int copy_range(int src, int dst, uint64_t off, uint64_t len, uint64_t *da
 	return 0;
 }
 
+uint64_t file_zero_until(int fd, uint64_t g, uint64_t limit, uint32_t grain, uint64_t size)
+{
+	off_t d = lseek(fd, (off_t)(g * grain), SEEK_DATA);
+	uint64_t hole_end;
+
+	if (d < 0)
+		hole_end = errno == ENXIO ? size : g * grain; /* ENXIO: a hole to the end */
+	else
+		hole_end = (uint64_t)d;
+	uint64_t e = hole_end >= size ? limit : hole_end / grain;
+	return e < g ? g : e > limit ? limit : e;
+}
+
 /* copy-on-write of one grain to a job's BV (stripe held) */
 static int cow_grain(struct vol *v, struct job *j, uint64_t g)
 {
@@ -630,18 +643,13 @@ static uint64_t skip_hole(struct vol *v, struct job *j, uint64_t g, int *rc)
 {
 	uint64_t grain = v->row.grain_bytes, size = v->row.size_bytes;
 	uint64_t span = HOLE_SPAN_BYTES / grain ? HOLE_SPAN_BYTES / grain : 1;
-	off_t d = lseek(v->tv_fd, (off_t)(g * grain), SEEK_DATA);
-	uint64_t hole_end = d < 0 ? (errno == ENXIO ? size : g * grain) : (uint64_t)d;
-	uint64_t g1 = hole_end >= size ? j->nr_grains : hole_end / grain; /* exclusive */
+	uint64_t limit = g + span < j->nr_grains ? g + span : j->nr_grains;
+	uint64_t g1 = file_zero_until(v->tv_fd, g, limit, grain, size); /* exclusive */
 
 	if (g1 <= g + 1)
 		return g; /* not worth it: the run copy punches a grain's hole as well */
-	if (g1 > g + span)
-		g1 = g + span;
 	stripes_lock(v, g, g1 - 1);
-	d = lseek(v->tv_fd, (off_t)(g * grain), SEEK_DATA);
-	hole_end = d < 0 ? (errno == ENXIO ? size : 0) : (uint64_t)d;
-	if (hole_end < (g1 * grain < size ? g1 * grain : size)) {
+	if (file_zero_until(v->tv_fd, g, g1, grain, size) < g1) {
 		stripes_unlock(v, g, g1 - 1); /* written meanwhile: copy it run by run */
 		return g;
 	}

@@ -471,6 +471,20 @@ static void *upload_worker(void *arg)
 				goto out_free;
 			}
 			struct tape_ref *r = &u->refs[g];
+			uint64_t z = grain_changed(u, g) && req->src.zero_until
+					     ? req->src.zero_until(req->src.arg, g, end)
+					     : g;
+			if (z > g) {
+				/* a hole of the source: zero blocks, nothing to read */
+				for (uint64_t x = g; x < z; x++) {
+					memset(&u->refs[x], 0, sizeof(u->refs[x]));
+					u->refs[x].pack = TAPE_ZERO_PACK;
+				}
+				if (req->done_grains)
+					atomic_fetch_add(req->done_grains, z - g);
+				g = z - 1;
+				continue;
+			}
 			if (!grain_changed(u, g)) {
 				*r = u->parent.refs[g];
 				if (r->pack != TAPE_ZERO_PACK)

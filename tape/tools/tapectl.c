@@ -105,7 +105,7 @@ static int cmd_upload(struct tier_pool *p, uint32_t grain, const char *changed_p
 		.host = host,
 		.parent = argc > 3 ? argv[3] : NULL,
 		.changed = changed,
-		.src = {src_read_grain, &s},
+		.src = {.read_grain = src_read_grain, .arg = &s},
 		.done_grains = &done,
 	};
 	struct tier_upload_res res;

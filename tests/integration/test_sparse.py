@@ -366,36 +366,47 @@ def test_volume_geometry_limits(mount, cmd, words):
     assert not (m.store / "volumes" / "big").exists()
 
 
-def test_full_copy_of_a_thin_volume_is_point_in_time(mount):
-    """A full copy skips the volume file's holes a span at a time (core/vol.c
-    skip_hole); writes racing with it, into holes and into data, must not
-    reach the history: its image is the volume as at the backup."""
-    m = mount
-    size = 256 * GiB
-    m.create_volume("thin", "256G", save=1)
-    before = scattered(23, size)
+def race_holes_and_data(m, size, seed, media, step):
+    """A thin volume of `size` with scattered extents, a backup -m MEDIA,
+    then right after the cut one grain in each `step` bytes (holes the copy
+    has not reached yet, most of them) and every extent overwritten. Waits
+    for the copy; the history's image must be the volume as at the cut."""
+    m.create_volume("thin", f"{size // GiB}G", save=1)
+    before = scattered(seed, size)
     write_extents(m, "thin", before)
-    r = m.parse_reply(m.ctl("backup -m DISK", "thin"))
-    v = r["version"]
-    # right after the cut: a grain in each 16 GiB (holes the copier has not
-    # reached yet, most of them) and every written extent overwritten
-    after = [(k * 16 * GiB + 5 * GRAIN, b"\xa5" * GRAIN) for k in range(16)]
-    after += [(off, b"\x5a" * len(d)) for off, d in before]
-    write_extents(m, "thin", after)
+    v = m.parse_reply(m.ctl(f"backup -m {media}", "thin"))["version"]
+    holes = [(k * step + 5 * GRAIN, b"\xa5" * GRAIN) for k in range(size // step)]
+    write_extents(m, "thin", holes + [(off, b"\x5a" * len(d)) for off, d in before])
+    status = "tape_status" if media == "TAPE" else "disk_status"
     deadline = time.monotonic() + JOB_TIMEOUT
-    while hist_info(m, "thin", v)["disk_status"] == "executing":
+    while hist_info(m, "thin", v)[status] == "executing":
         assert time.monotonic() < deadline, "copy still running"
         time.sleep(0.02)
-    assert hist_info(m, "thin", v)["disk_status"] == "succeeded"
-    img = vpath(m, "thin", "history", v, "image")
+    assert hist_info(m, "thin", v)[status] == "succeeded"
+    img = vpath(m, "thin", "history", v, "tape.img" if media == "TAPE" else "image")
     fd = os.open(img, os.O_RDONLY)
     try:
         for off, d in before:
             assert os.pread(fd, len(d), off) == d, f"written extent at {off}"
-        for off, d in after[:16]:
+        for off, d in holes:
             assert os.pread(fd, len(d), off) == bytes(len(d)), f"hole at {off} not a hole"
     finally:
         os.close(fd)
+    return v, before, holes
+
+
+def test_full_copy_of_a_thin_volume_is_point_in_time(mount):
+    """A full copy skips the volume file's holes a span at a time (core/vol.c
+    skip_hole); writes racing with it, into holes and into data, must not
+    reach the history: its image is the volume as at the backup."""
+    v, before, holes = race_holes_and_data(mount, 256 * GiB, 23, "DISK", 16 * GiB)
     # the copy moved what the volume held, not its size
-    assert os.stat(vpath(m, "thin", "history", v, "disk.img")).st_blocks * 512 <= \
-        written_bytes(before) + 16 * GRAIN + SLACK
+    assert os.stat(vpath(mount, "thin", "history", v, "disk.img")).st_blocks * 512 <= \
+        written_bytes(before) + len(holes) * GRAIN + SLACK
+
+
+def test_tape_upload_of_a_thin_volume_skips_holes_point_in_time(mount):
+    """backup -m TAPE asks the volume file for its holes (zero_until in
+    core/tapejob.c) instead of reading them; writes racing with the upload,
+    into holes and into data, must not reach the tape history."""
+    race_holes_and_data(mount, 64 * GiB, 29, "TAPE", 4 * GiB)

@@ -1192,7 +1192,7 @@ static int img_upload_err(struct tier_pool *p, struct img *v, const char *volume
 		.grain_bytes = GRAIN,
 		.date = 1700000000,
 		.host = "0123:cryptohost",
-		.src = {img_read, v},
+		.src = {.read_grain = img_read, .arg = v},
 		.done_grains = &done,
 	};
 	memset(res, 0, sizeof(*res));

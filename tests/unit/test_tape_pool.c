@@ -168,7 +168,7 @@ static int upload(struct ctx *c, struct vol *v, const char *volume, uint64_t ver
 		.host = "testhost",
 		.parent = parent,
 		.changed = changed,
-		.src = {vol_read, v},
+		.src = {.read_grain = vol_read, .arg = v},
 		.done_grains = &done,
 	};
 	int rc = T->upload(c->p, &req, res, err, sizeof(err));
@@ -722,7 +722,7 @@ static void test_faults_and_cancel(void **state)
 	atomic_int cancel = 1;
 	char err[128];
 	struct tier_upload_req req = {.volume = "vf", .version = 1, .size_bytes = v.size,
-				      .grain_bytes = GRAIN, .src = {vol_read, &v},
+				      .grain_bytes = GRAIN, .src = {.read_grain = vol_read, .arg = &v},
 				      .cancel = &cancel};
 	assert_int_equal(T->upload(c->p, &req, &r, err, sizeof(err)), -ECANCELED);
 	/* then it works, and only blocks the pool lacks are uploaded */
@@ -998,7 +998,7 @@ static void test_hosts_gc_refused_during_upload(void **state)
 	char err[256];
 	vol_init(&rv.v, NR * GRAIN);
 	fill_random(rv.v.data, rv.v.size);
-	struct tier_src plain = {vol_read, &rv.v}, racing = {racing_read, &rv};
+	struct tier_src plain = {.read_grain = vol_read, .arg = &rv.v}, racing = {.read_grain = racing_read, .arg = &rv};
 	assert_int_equal(upload_from(b, "vb", 1, plain, rv.v.size, &r1, err, sizeof(err)), 0);
 	assert_int_equal(T->remove(b, r1.manifest), 0);
 
@@ -1035,7 +1035,7 @@ static void test_hosts_lapsed_lock_fails_upload(void **state)
 	char err[256] = "";
 	vol_init(&rv.v, NR * GRAIN);
 	fill_random(rv.v.data, rv.v.size);
-	struct tier_src plain = {vol_read, &rv.v}, racing = {racing_read, &rv};
+	struct tier_src plain = {.read_grain = vol_read, .arg = &rv.v}, racing = {.read_grain = racing_read, .arg = &rv};
 	assert_int_equal(upload_from(b, "vb", 1, plain, rv.v.size, &r1, err, sizeof(err)), 0);
 	assert_int_equal(T->remove(b, r1.manifest), 0);
 
@@ -1066,7 +1066,7 @@ struct bg_upload {
 static void *bg_upload_main(void *arg)
 {
 	struct bg_upload *u = arg;
-	struct tier_src src = {vol_read, u->v};
+	struct tier_src src = {.read_grain = vol_read, .arg = u->v};
 	u->rc = upload_from(u->p, "vw", 1, src, u->v->size, &u->res, u->err, sizeof(u->err));
 	return NULL;
 }
@@ -1090,7 +1090,7 @@ static void test_hosts_exclusive_and_stale(void **state)
 	unsigned reclaimed;
 	vol_init(&v, 64 * GRAIN);
 	fill_random(v.data, v.size);
-	struct tier_src src = {vol_read, &v};
+	struct tier_src src = {.read_grain = vol_read, .arg = &v};
 	assert_int_equal(upload_from(b, "vb", 1, src, v.size, &r, err, sizeof(err)), 0);
 	char first[256];
 	snprintf(first, sizeof(first), "%s", r.manifest);
