@@ -677,27 +677,28 @@ static int mark_tracking(struct fill *f)
 }
 
 /* todo = the grains of fd's data extents (a hole reads as zeros) */
-static void mark_data(struct fill *f, int fd)
+/* todo = the grains of the source image's data extents: a new volume (a
+ * clone) reads zeros already where the history has holes. For a tape image
+ * the extents come from its manifest (its zero grains), for a disk image
+ * from its BV file. */
+static void mark_data(struct fill *f)
 {
 	uint64_t grain = f->v->row.grain_bytes, size = f->v->row.size_bytes, pos = 0;
 
 	while (pos < size) {
-		off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
-		if (d < 0) {
-			if (errno == ENXIO)
-				return; /* only a hole is left */
-			d = (off_t)pos; /* cannot tell: everything from here */
-		}
-		off_t hole = lseek(fd, d, SEEK_HOLE);
-		if (hole < 0)
-			hole = (off_t)size;
-		if ((uint64_t)hole > size)
-			hole = (off_t)size;
+		int64_t d = himg_seek(f->im, pos, SEEK_DATA);
+		if (d == -ENXIO)
+			return; /* only a hole is left */
+		if (d < 0)
+			d = (int64_t)pos; /* cannot tell: everything from here */
+		int64_t hole = (uint64_t)d < size ? himg_seek(f->im, (uint64_t)d, SEEK_HOLE) : -ENXIO;
+		if (hole < 0 || (uint64_t)hole > size)
+			hole = (int64_t)size;
 		for (uint64_t g = (uint64_t)d / grain; g * grain < (uint64_t)hole; g++)
 			bitmap_set(f->todo, g);
-		pos = (uint64_t)hole;
-		if ((uint64_t)d >= (uint64_t)hole)
+		if ((uint64_t)hole <= pos)
 			break;
+		pos = (uint64_t)hole;
 	}
 }
 
@@ -733,13 +734,10 @@ int fill_start(struct engine *e, struct vol *v, struct vol *src, uint64_t versio
 	}
 	if (diff)
 		track_changed(v->trk, base, f->todo);
-	else if (src != v && kind == HIMG_DISK && h->bv && !h->job)
-		mark_data(f, h->bv->fd); /* a new volume reads zeros: holes need nothing */
-	else
+	else if (src == v)
 		for (uint64_t g = 0; g < v->nr_grains; g++)
 			bitmap_set(f->todo, g);
-	f->total = bitmap_count(f->todo, v->nr_grains);
-	atomic_store(&f->remaining, f->total);
+	/* else a clone: its grains follow from the source image (mark_data) */
 	pin(f);
 	pthread_mutex_unlock(&e->lock);
 
@@ -753,6 +751,10 @@ int fill_start(struct engine *e, struct vol *v, struct vol *src, uint64_t versio
 			 kind == HIMG_TAPE ? "tape" : "disk", strerror(-rc));
 		goto fail;
 	}
+	if (src != v)
+		mark_data(f);
+	f->total = bitmap_count(f->todo, v->nr_grains);
+	atomic_store(&f->remaining, f->total);
 	/* a new volume (a clone) has no tracking pair yet: its first backup
 	 * is full whatever the marks say */
 	rc = src == v ? mark_tracking(f) : 0;

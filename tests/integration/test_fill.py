@@ -465,3 +465,26 @@ def test_acmrestore_i(mount_factory, tmp_path, build_dir):
     r = subprocess.run([str(build_dir / "tools" / "acmrestore"), "-i", "-r", "/tmp/x",
                         "-M", str(m.mnt), "v"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "-i" in r.stderr
+
+
+@pytest.mark.parametrize("media", ["DISK", "TAPE"])
+def test_clone_of_a_thin_history_fills_only_its_data(mount, tmp_path, media):
+    """A clone reads zeros where the history has holes: only the history's
+    data grains are filled (from a tape history, its manifest's non-zero
+    grains), and the clone equals the history."""
+    m = mount
+    m.create_volume("thin", "256M", save=1)
+    data = m.vol("thin", "data")
+    extents = [(3 * GRAIN, 2), (1000 * GRAIN, 1), (4000 * GRAIN, 8)]
+    fd = os.open(data, os.O_RDWR)
+    for off, n in extents:
+        os.pwrite(fd, random.Random(off).randbytes(n * GRAIN), off)
+    os.fsync(fd)
+    os.close(fd)
+    kv = m.parse_reply(m.ctl("backup -m TAPE" if media == "TAPE" else "backup", "thin"))
+    wait_hist(m, "thin", kv["version"])
+    c = clone(m, "tc", "thin", f"-v {kv['version']} -m {media}")
+    assert int(c["grains_to_fill"]) == sum(n for _, n in extents), c
+    wait_filled(m, "tc")
+    img = m.vol("thin", "history", kv["version"], "tape.img" if media == "TAPE" else "image")
+    assert_same(m.vol("tc", "data"), img, "the clone of a thin history")
