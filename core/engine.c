@@ -1940,15 +1940,6 @@ static int cmd_pool(struct engine *e, const struct cmd *c, char *err, size_t err
 		engine_log(e, "pool %s deleted", c->name);
 		sbuf_addf(reply, "ok pool=%s deleted=1\n", c->name);
 		return 0;
-	case CMD_POOL_IMPORT:
-		if (!p) {
-			snprintf(err, errlen, "no pool %s", c->name);
-			return -ENOENT;
-		}
-		rc = engine_pool_open(e, p, err, errlen);
-		if (rc)
-			return rc;
-		return pool_import(e, p, c->host[0] ? c->host : NULL, reply, err, errlen);
 	default:
 		return -EINVAL;
 	}
@@ -2083,6 +2074,8 @@ static int pool_cmd_unlocked(struct engine *e, const struct cmd *c, char *err, s
 		return rc;
 	if (c->kind == CMD_POOL_HOSTS)
 		rc = pool_hosts(e, p, reply, err, errlen);
+	else if (c->kind == CMD_POOL_IMPORT)
+		rc = pool_import(e, p, c->host[0] ? c->host : NULL, reply, err, errlen);
 	else if (c->kind == CMD_POOL_PASSWD)
 		rc = pool_passwd(e, p, c->path, reply, err, errlen);
 	else
@@ -2128,7 +2121,7 @@ int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, str
 			} else if (!rc && c.kind == CMD_VOLUME_CLONE) {
 				rc = cmd_volume_clone(e, &c, err, sizeof(err), reply);
 			} else if (!rc && (c.kind == CMD_POOL_GC || c.kind == CMD_POOL_HOSTS ||
-					   c.kind == CMD_POOL_PASSWD)) {
+					   c.kind == CMD_POOL_PASSWD || c.kind == CMD_POOL_IMPORT)) {
 				rc = pool_cmd_unlocked(e, &c, err, sizeof(err), reply);
 			} else if (!rc) {
 				pthread_mutex_lock(&e->lock);

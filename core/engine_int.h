@@ -232,7 +232,8 @@ int tape_backup_direct(struct engine *e, struct vol *v, const struct cmd *c, str
 int tape_start_copy(struct engine *e, struct vol *v, struct history *h, bool from_tv,
 		    char *err, size_t errlen); /* under e->lock */
 int tape_apply_retention(struct engine *e, struct vol *v);
-/* host: a host id or name (pool import NAME host=H), NULL = this host */
+/* host: a host id or name (pool import NAME host=H), NULL = this host. Without
+ * e->lock, the pool pinned (busy): lists the pool, then applies under the lock */
 int pool_import(struct engine *e, struct pool *p, const char *host, struct sbuf *reply, char *err,
 		size_t errlen);
 int pool_hosts(struct engine *e, struct pool *p, struct sbuf *reply, char *err, size_t errlen);

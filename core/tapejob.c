@@ -824,11 +824,16 @@ int pool_import(struct engine *e, struct pool *p, const char *host, struct sbuf 
 	char from[33];
 	int rc;
 
+	/* the listing reads every manifest's header: object-store I/O, so
+	 * without e->lock (the caller pinned the pool); what it found is then
+	 * applied under the lock, checked against the volumes as they are then */
 	rc = e->tier->list(p->tp, mf_collect, &l);
 	if (rc) {
 		snprintf(err, errlen, "listing pool %s: %s", p->row.name, strerror(-rc));
-		goto out;
+		free(l.v);
+		return rc;
 	}
+	pthread_mutex_lock(&e->lock);
 	if (host) {
 		rc = resolve_host(e, &l, host, from, err, errlen);
 		if (rc)
@@ -869,6 +874,7 @@ int pool_import(struct engine *e, struct pool *p, const char *host, struct sbuf 
 		  p->row.name, from, ic.volumes, ic.histories, ic.known, ic.others, ic.conflicts,
 		  ic.unreadable, ic.skipped);
 out:
+	pthread_mutex_unlock(&e->lock);
 	free(l.v);
 	return rc;
 }
