@@ -493,3 +493,34 @@ def test_gc_does_not_stall_the_mount(pool, mount_factory, tmp_path):
     assert max(times) < 1.0 * TIME_SCALE, sorted(times)[-3:]
     err, reply = res["r"]
     assert err == 0 and int(a.parse_reply(reply)["packs_deleted"]) > 0, reply
+
+
+def test_import_does_not_stall_the_mount(pool, mount_factory, tmp_path):
+    """pool import reads every manifest's header from the object store; the
+    rest of the mount does not wait for it (issue 17)."""
+    a = host(mount_factory, pool, "hostA")
+    tape_backup_ok(a)
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    b = host(mount_factory, pool, "hostB", pause_dir=pause, pause="import-listing")
+    b.create_volume("other", "4M")
+    res = {}
+    t = threading.Thread(target=lambda: res.update(
+        r=b.ctl_err("pool import shared host=hostA")))
+    t.start()
+    times = []
+    try:
+        wait_file(pause / "import-listing.reached", "the import to stop in its listing")
+        for i in range(20):
+            t0 = time.monotonic()
+            os.listdir(b.mnt / "volumes")
+            (b.mnt / "status.json").read_text()
+            b.ctl("backup -m DISK", "other")
+            times.append(time.monotonic() - t0)
+        assert t.is_alive(), "the import was not held"
+    finally:
+        (pause / "import-listing.go").touch()
+        t.join(timeout=120 * TIME_SCALE)
+    assert max(times) < 1.0 * TIME_SCALE, sorted(times)[-3:]
+    err, reply = res["r"]
+    assert err == 0 and b.parse_reply(reply)["histories"] == "1", reply
