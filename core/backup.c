@@ -104,6 +104,7 @@ int hist_drop_tape(struct engine *e, struct vol *v, struct history *h)
 		return -EBUSY;
 	if (h->row.manifest[0]) {
 		rc = catalog_trash_add(e->cat, h->row.pool, h->row.manifest);
+		e->trash_gen++;
 		if (rc)
 			return rc;
 	}

@@ -961,6 +961,7 @@ static int recover_volume(struct engine *e, struct vol *v)
 			/* its manifest may have been stored before the stop: it goes */
 			if (h->row.manifest[0]) {
 				rc = catalog_trash_add(e->cat, h->row.pool, h->row.manifest);
+				e->trash_gen++;
 				if (rc)
 					return rc;
 				h->row.manifest[0] = 0;

@@ -116,6 +116,7 @@ struct metrics {
 };
 
 struct engine {
+	uint64_t trash_gen; /* bumped by each manifest put in the trash, under e->lock */
 	char store[3072]; /* engine_open refuses longer store paths */
 	char mountpoint[PATH_MAX];
 	char host[64];	   /* host name (-o host=, else gethostname) */

@@ -186,6 +186,7 @@ static void *tjob_main(void *arg)
 		/* the manifest may be stored (a cancel after it, a PUT whose answer
 		 * was lost): a failed history leaves nothing in the pool */
 		if (h->row.manifest[0]) {
+			e->trash_gen++;
 			if (catalog_trash_add(e->cat, h->row.pool, h->row.manifest))
 				log_err("cannot queue %s for deletion", h->row.manifest);
 			h->row.manifest[0] = 0;
@@ -618,6 +619,7 @@ struct mf_item {
 	uint32_t grain_bytes;
 	int64_t date;
 	bool unreadable;
+	bool trashed; /* in the catalog's trash: a deleted history */
 };
 
 struct mf_list {
@@ -826,16 +828,48 @@ int pool_import(struct engine *e, struct pool *p, const char *host, struct sbuf 
 	char from[33];
 	int rc;
 
-	/* the listing reads every manifest's header: object-store I/O, so
+	/* The listing reads every manifest's header: object-store I/O, so
 	 * without e->lock (the caller pinned the pool); what it found is then
-	 * applied under the lock, checked against the volumes as they are then */
-	rc = e->tier->list(p->tp, mf_collect, &l);
-	if (rc) {
-		snprintf(err, errlen, "listing pool %s: %s", p->row.name, strerror(-rc));
+	 * applied under the lock, checked against the volumes as they are then.
+	 * A manifest in the trash is a deleted history, gone or about to go from
+	 * the pool: those in the trash before the listing are skipped, and a
+	 * listing during which one was trashed is done again. */
+	struct trash_ctx tc = {0};
+	for (int attempt = 0;; attempt++) {
+		uint64_t gen;
+		free(tc.items);
+		memset(&tc, 0, sizeof(tc));
 		free(l.v);
-		return rc;
+		memset(&l, 0, sizeof(l));
+		pthread_mutex_lock(&e->lock);
+		gen = e->trash_gen;
+		rc = catalog_trash_list(e->cat, trash_collect, &tc);
+		pthread_mutex_unlock(&e->lock);
+		if (!rc)
+			rc = e->tier->list(p->tp, mf_collect, &l);
+		if (rc) {
+			snprintf(err, errlen, "listing pool %s: %s", p->row.name, strerror(-rc));
+			free(l.v);
+			free(tc.items);
+			return rc;
+		}
+		pthread_mutex_lock(&e->lock);
+		if (e->trash_gen == gen)
+			break;
+		pthread_mutex_unlock(&e->lock);
+		if (attempt == 2) {
+			snprintf(err, errlen, "histories of pool %s were deleted during the import "
+					      "three times: run it again", p->row.name);
+			free(l.v);
+			free(tc.items);
+			return -EAGAIN;
+		}
 	}
-	pthread_mutex_lock(&e->lock);
+	for (size_t i = 0; i < l.n; i++)
+		for (size_t k = 0; k < tc.n; k++)
+			if (!strcmp(tc.items[k].pool, p->row.name) && !strcmp(tc.items[k].key, l.v[i].key))
+				l.v[i].trashed = true;
+	free(tc.items);
 	if (host) {
 		rc = resolve_host(e, &l, host, from, err, errlen);
 		if (rc)
@@ -847,6 +881,10 @@ int pool_import(struct engine *e, struct pool *p, const char *host, struct sbuf 
 	ic.own = !strcmp(from, e->host_id);
 	for (size_t i = 0; i < l.n && !rc; i++) {
 		const struct mf_item *it = &l.v[i];
+		if (it->trashed) {
+			ic.skipped++; /* a deleted history */
+			continue;
+		}
 		if (it->unreadable) {
 			ic.unreadable++;
 			continue;

@@ -524,3 +524,29 @@ def test_import_does_not_stall_the_mount(pool, mount_factory, tmp_path):
     assert max(times) < 1.0 * TIME_SCALE, sorted(times)[-3:]
     err, reply = res["r"]
     assert err == 0 and b.parse_reply(reply)["histories"] == "1", reply
+
+
+def test_import_never_resurrects_a_history_deleted_meanwhile(pool, mount_factory, tmp_path):
+    """A history deleted while pool import lists the pool (the listing saw
+    its manifest, the deletion then removed it) is not brought back."""
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    a = host(mount_factory, pool, "hostA", pause_dir=pause, pause="import-listing")
+    v1 = tape_backup_ok(a)
+    write_random(a, 7)
+    v2 = tape_backup_ok(a)
+    res = {}
+    t = threading.Thread(target=lambda: res.update(r=a.ctl_err("pool import shared")))
+    t.start()
+    try:
+        wait_file(pause / "import-listing.reached", "the import to stop in its listing")
+        a.ctl(f"histdel -v {v1} -m TAPE", VOL)
+    finally:
+        (pause / "import-listing.go").touch()
+        t.join(timeout=120 * TIME_SCALE)
+    err, reply = res["r"]
+    assert err == 0, reply
+    r = a.parse_reply(reply)
+    assert r["histories"] == "0" and r["known"] == "1", r
+    assert not vpath(a, "history", str(v1)).exists()
+    assert vpath(a, "history", str(v2), "tape.img").exists()
