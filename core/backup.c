@@ -436,7 +436,7 @@ int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	 * none (no fixed cap that would silently delete only the first ones) */
 	struct history *one, **targets = &one;
 	size_t nt = 0;
-	bool disk = c->media != MEDIA_TAPE, tape = c->media != MEDIA_DISK;
+	bool disk = c->media != MEDIA_TAPE, tape = c->media != MEDIA_DISK, emptied = false;
 	int rc = 0;
 
 	pthread_mutex_lock(&e->lock);
@@ -507,7 +507,7 @@ int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 		     strerror(-rc));
 		goto out_unlock;
 	}
-	tape_empty_trash(e);
+	emptied = true; /* the manifests go from the pool after the unlock */
 	for (size_t i = 0; i < nt; i++) {
 		vol_log(v, "history version %llu deleted (%s)",
 			(unsigned long long)targets[i]->row.version,
@@ -517,6 +517,8 @@ int do_histdel(struct engine *e, struct vol *v, const struct cmd *c, struct sbuf
 	sbuf_addf(reply, "\n%s acmhistdel completed\n", v->row.name);
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
+	if (emptied)
+		tape_empty_trash(e);
 	if (targets != &one)
 		free(targets);
 	return rc;

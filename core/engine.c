@@ -1248,9 +1248,7 @@ int engine_start(struct engine *e)
 	if (e->flusher_started)
 		return 0;
 	/* manifests whose histories were forgotten just before a stop */
-	pthread_mutex_lock(&e->lock);
 	tape_empty_trash(e);
-	pthread_mutex_unlock(&e->lock);
 	fill_resume_all(e);
 	if (pthread_create(&e->flusher, NULL, flusher_main, e))
 		return -EAGAIN;
@@ -2128,6 +2126,9 @@ int engine_ctl(struct engine *e, struct vol *v, const char *buf, size_t len, str
 				pthread_mutex_lock(&e->lock);
 				rc = run_global(e, &c, err, sizeof(err), reply);
 				pthread_mutex_unlock(&e->lock);
+				/* a tighter tape policy may have deleted histories */
+				if (!rc && c.kind == CMD_TAPEPOLICY)
+					tape_empty_trash(e);
 			}
 		} else {
 			switch (c.kind) {

@@ -243,6 +243,7 @@ int pool_gc(struct engine *e, struct pool *p, int64_t grace_s, struct sbuf *repl
 void tape_cancel_all(struct engine *e);
 /* delete the manifests in the catalog's trash (under e->lock); failures stay
  * in the trash for the next call */
+/* deletes the manifests in the catalog's trash from their pools; without e->lock */
 void tape_empty_trash(struct engine *e);
 
 /* render.c */

@@ -216,9 +216,9 @@ static void *tjob_main(void *arg)
 	}
 	if (!rc)
 		tape_apply_retention(e, v);
-	tape_empty_trash(e);
 	pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->lock);
+	tape_empty_trash(e); /* what retention (or a failure) put in the trash */
 	if (rc && !err[0])
 		snprintf(err, sizeof(err), "%s", strerror(-rc));
 	engine_hook_post(e, v, "tapecopy", rc, err);
@@ -488,7 +488,6 @@ int tape_apply_retention(struct engine *e, struct vol *v)
 			continue;
 		}
 		hist_unlink_if_empty(e, v, h);
-		tape_empty_trash(e);
 		vol_log(v, "tape retention (%s): tape history version %llu deleted",
 			arr[i] == NULL ? "" : (v->row.tape_days ? "GEN/DAY" : "GEN"),
 			(unsigned long long)ver);
@@ -527,32 +526,51 @@ static int trash_collect(void *arg, const char *pool, const char *key)
 	return 0;
 }
 
+/* Without e->lock: the object-store deletes run unlocked, each pool pinned
+ * (busy) meanwhile; the catalog is read and updated under the lock. Two runs
+ * at once may delete the same key: a missing object counts as deleted. */
 void tape_empty_trash(struct engine *e)
 {
 	struct trash_ctx tc = { 0 };
+	struct pool **pools = NULL;
+	int *rcs = NULL;
 	char err[256];
 
-	if (!e->tier || catalog_trash_list(e->cat, trash_collect, &tc))
-		goto out;
+	if (!e->tier)
+		return;
+	pthread_mutex_lock(&e->lock);
+	if (catalog_trash_list(e->cat, trash_collect, &tc) || !tc.n)
+		goto out_unlock;
+	pools = calloc(tc.n, sizeof(*pools));
+	rcs = calloc(tc.n, sizeof(*rcs));
+	if (!pools || !rcs)
+		goto out_unlock;
 	for (size_t i = 0; i < tc.n; i++) {
 		struct pool *p = engine_pool(e, tc.items[i].pool);
-		int rc = 0;
-		if (p) {
-			rc = engine_pool_open(e, p, err, sizeof(err));
-			if (!rc)
-				rc = e->tier->remove(p->tp, tc.items[i].key);
-			if (rc == -ENOENT)
-				rc = 0;
+		if (p && !engine_pool_open(e, p, err, sizeof(err))) {
+			p->busy++;
+			pools[i] = p;
 		}
-		if (rc) {
+	}
+	pthread_mutex_unlock(&e->lock);
+	for (size_t i = 0; i < tc.n; i++) {
+		int rc = pools[i] ? e->tier->remove(pools[i]->tp, tc.items[i].key) : 0;
+		rcs[i] = rc == -ENOENT ? 0 : rc; /* no pool: nothing left to delete */
+		if (rcs[i])
 			log_warn("pool %s: cannot delete %s yet: %s", tc.items[i].pool,
-				 tc.items[i].key, strerror(-rc));
-			continue;
-		}
-		if (catalog_trash_del(e->cat, tc.items[i].pool, tc.items[i].key))
+				 tc.items[i].key, strerror(-rcs[i]));
+	}
+	pthread_mutex_lock(&e->lock);
+	for (size_t i = 0; i < tc.n; i++) {
+		if (pools[i])
+			pools[i]->busy--;
+		if (!rcs[i] && catalog_trash_del(e->cat, tc.items[i].pool, tc.items[i].key))
 			log_warn("cannot clear %s from the trash", tc.items[i].key);
 	}
-out:
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	free(pools);
+	free(rcs);
 	free(tc.items);
 }
 
