@@ -462,6 +462,9 @@ static void *upload_worker(void *arg)
 		if (end > u->nr_grains)
 			end = u->nr_grains;
 		int rc;
+		/* the source is asked for holes where a claim starts and after each
+		 * hole, not per grain: a dense volume costs one question a claim */
+		bool probe = req->src.zero_until != NULL;
 		bt.n = 0;
 		for (uint64_t g = start; g < end; g++) {
 			if (atomic_load(&u->err))
@@ -471,9 +474,11 @@ static void *upload_worker(void *arg)
 				goto out_free;
 			}
 			struct tape_ref *r = &u->refs[g];
-			uint64_t z = grain_changed(u, g) && req->src.zero_until
+			uint64_t z = probe && grain_changed(u, g)
 					     ? req->src.zero_until(req->src.arg, g, end)
 					     : g;
+			if (probe && grain_changed(u, g))
+				probe = z > g;
 			if (z > g) {
 				/* a hole of the source: zero blocks, nothing to read */
 				for (uint64_t x = g; x < z; x++) {
